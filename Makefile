@@ -1,0 +1,35 @@
+# Fresh machine: `make demo` (the embedded default end to end) and `make test` (the test suite).
+# Targets are idempotent: the environment is built once and rebuilt only when setup.py changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU-only machines get this torch build (a local CPU wheel here); machines with an NVIDIA driver keep
+# whatever torch the user installs, or pip's default CUDA build.
+TORCH_CPU_PIN ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo tiny clean-venv
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" >/dev/null 2>&1; then \
+		echo "no NVIDIA driver found: installing $(TORCH_CPU_PIN) (CPU)"; \
+		$(PY) -m pip install "$(TORCH_CPU_PIN)"; \
+	fi
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m llava.demo --out playground/demo
+
+tiny: $(STAMP)
+	$(PY) -m llava.tiny --out playground/tiny
+
+clean-venv:
+	rm -rf $(VENV)

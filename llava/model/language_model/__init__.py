@@ -1,0 +1,1 @@
+"""LLaVA variants of HF causal LMs, one file per LLM family."""

@@ -1,0 +1,27 @@
+"""Config behaviour shared by every LLaVA language-model config."""
+
+from __future__ import annotations
+
+
+class LegacyKeysMixin:
+    """Writes the transformers-4 keys ``rope_theta``, ``rope_scaling`` and ``torch_dtype`` next to
+    transformers-5's ``rope_parameters`` and ``dtype``.
+
+    Readers on transformers 4 (old LLaVA-NeXT + lmms-eval setups) otherwise fall back to a default
+    ``rope_theta`` of 10000 instead of the checkpoint's value: a silent quality loss.
+    """
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        rope = out.get("rope_parameters") or {}
+        if "rope_theta" in rope:
+            out["rope_theta"] = rope["rope_theta"]
+        scaling = {k: v for k, v in rope.items() if k not in ("rope_theta", "rope_type")}
+        if rope.get("rope_type", "default") != "default":
+            out["rope_scaling"] = {"type": rope["rope_type"], "rope_type": rope["rope_type"], **scaling}
+        else:
+            out["rope_scaling"] = None
+        dtype = out.get("dtype")
+        if dtype is not None:
+            out["torch_dtype"] = str(dtype).replace("torch.", "")
+        return out

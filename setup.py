@@ -1,0 +1,38 @@
+"""HICom on a LLaVA-OneVision-compatible core (transformers 5)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="hicom-llava",
+    version="0.1.0",
+    description="HICom instruction-conditioned video token compression as a plugin to a LLaVA-OneVision-style core",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["llava", "llava.*", "hicom_plugin", "hicom_plugin.*"]),
+    install_requires=[
+        # CPU machines: install torch==2.13.0 first (the Makefile does); GPU users keep their own build.
+        "torch>=2.4",
+        "transformers>=5.20,<6",
+        "accelerate>=1.10",
+        "deepspeed>=0.17",
+        "safetensors>=0.4",
+        "tokenizers>=0.21",
+        "sentencepiece>=0.2",
+        "decord>=0.6.0",
+        "av>=12",
+        "pillow>=10",
+        "numpy>=1.26",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        "gpu": ["flash-attn>=2.5"],
+        "eval": ["lmms-eval>=0.7"],
+    },
+    entry_points={
+        # Projector plugins: each entry point names a callable that registers projectors.
+        "llava.projectors": [],
+    },
+)
