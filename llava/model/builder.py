@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
@@ -136,6 +137,7 @@ def _check_loading(info: dict, model, model_path) -> None:
         tower.load_model()
     else:
         tower.is_loaded = True
+    tower.requires_grad_(False)  # loading materialises fresh parameters; the tower stays frozen
 
 
 def load_pretrained_model(
@@ -189,9 +191,12 @@ def load_pretrained_model(
         config = customized_config or family.config_class.from_pretrained(model_path)
         for key, value in (overwrite_config or {}).items():
             setattr(config, key, value)
-        model, info = family.model_class.from_pretrained(
-            weights_from, config=config, output_loading_info=True, **load_kwargs
-        )
+        try:
+            model, info = family.model_class.from_pretrained(
+                weights_from, config=config, output_loading_info=True, **load_kwargs
+            )
+        except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+            raise RuntimeError(f"{weights_from}: cannot load the model weights ({err})") from err
         if model_base is not None:
             info = {"missing_keys": [k for k in info["missing_keys"] if "mm_projector" not in k]}
             projector_file = Path(model_path) / "mm_projector.bin"

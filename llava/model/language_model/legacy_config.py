@@ -11,6 +11,16 @@ class LegacyKeysMixin:
     ``rope_theta`` of 10000 instead of the checkpoint's value: a silent quality loss.
     """
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        # Our own files carry both spellings; read the transformers-5 ones and skip the
+        # deprecation warnings the legacy duplicates would raise.
+        if "rope_parameters" in config_dict:
+            config_dict = {k: v for k, v in config_dict.items() if k not in ("rope_scaling", "rope_theta")}
+        if "dtype" in config_dict:
+            config_dict = {k: v for k, v in config_dict.items() if k != "torch_dtype"}
+        return super().from_dict(config_dict, **kwargs)
+
     def to_dict(self) -> dict:
         out = super().to_dict()
         rope = out.get("rope_parameters") or {}
