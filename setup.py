@@ -19,6 +19,7 @@ setup(
         "safetensors>=0.4",
         "tokenizers>=0.21",
         "sentencepiece>=0.2",
+        "protobuf>=4",  # transformers requires it to build the SigLIP tokenizer
         "decord>=0.6.0",
         "av>=12",
         "pillow>=10",
