@@ -1,0 +1,1 @@
+"""Shared, importable helpers for the test suite (synthetic media, small fixtures)."""
