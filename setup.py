@@ -34,6 +34,6 @@ setup(
     },
     entry_points={
         # Projector plugins: each entry point names a callable that registers projectors.
-        "llava.projectors": [],
+        "llava.projectors": ["hicom = hicom_plugin.projector:register"],
     },
 )

@@ -122,22 +122,34 @@ def model_family(raw_config: dict, source: str | Path) -> ModelFamily | None:
     return None
 
 
+def _pretrained_parts(model) -> dict[str, torch.nn.Module]:
+    """Submodules that can read their own weights from a source folder (``load_model``/``is_loaded``):
+    the vision tower, and e.g. a plugin's text tower; keyed by parameter-name prefix."""
+    return {
+        f"{name}.": module
+        for name, module in model.named_modules()
+        if name and callable(getattr(module, "load_model", None)) and hasattr(module, "is_loaded")
+    }
+
+
 def _check_loading(info: dict, model, model_path) -> None:
-    """Raises on missing weights other than the vision tower's, which are then read from its folder."""
-    missing = list(info.get("missing_keys", []))
-    tower_missing = [k for k in missing if ".vision_tower." in f".{k}"]
-    other = [k for k in missing if k not in tower_missing]
-    if other:
-        raise KeyError(f"{model_path}: checkpoint lacks {len(other)} tensors, e.g. {sorted(other)[:5]}")
-    tower = model.get_vision_tower() if hasattr(model, "get_vision_tower") else None
-    if tower is None:
-        return
-    if tower_missing:
-        logger.info("%s has no vision tower weights; loading them from %s", model_path, tower.vision_tower_name)
-        tower.load_model()
-    else:
-        tower.is_loaded = True
-    tower.requires_grad_(False)  # loading materialises fresh parameters; the tower stays frozen
+    """Missing weights of pretrained parts are read from their source folders; any other missing
+    weight is an error naming the tensors."""
+    missing = set(info.get("missing_keys", []))
+    parts = _pretrained_parts(model)
+    for prefix, part in parts.items():
+        part_missing = {k for k in missing if k.startswith(prefix)}
+        if part_missing:
+            logger.info("%s lacks %d weights of %s; loading them from its source", model_path, len(part_missing),
+                        prefix.rstrip("."))
+            part.is_loaded = False
+            part.load_model()
+        else:
+            part.is_loaded = True
+        part.requires_grad_(False)  # loading materialises fresh parameters; pretrained parts stay frozen
+        missing -= part_missing
+    if missing:
+        raise KeyError(f"{model_path}: checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:5]}")
 
 
 def load_pretrained_model(
@@ -266,7 +278,6 @@ def assemble_llava_qwen(
         mm_patch_merge_type="flat",
         pretrain_mm_mlp_adapter=None,
     )
-    model.get_model().initialize_vision_modules(model_args)
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     defaults = dict(
         image_aspect_ratio="pad",
@@ -279,7 +290,8 @@ def assemble_llava_qwen(
         mm_use_im_patch_token=False,
     )
     for key, value in {**defaults, **config_overrides}.items():
-        setattr(model.config, key, value)
+        setattr(model.config, key, value)  # before the projector is built: it may read them
+    model.get_model().initialize_vision_modules(model_args)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

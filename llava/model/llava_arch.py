@@ -45,7 +45,7 @@ class LlavaMetaModel:
         config.mm_vision_tower_config = self.vision_tower.full_config
         config.mm_hidden_size = self.vision_tower.hidden_size
         self.vision_resampler = nn.Identity()  # upstream name; no resampler runs in the forward path
-        self.mm_projector = build_vision_projector(config, vision_cfg=self.vision_tower.config)
+        self.mm_projector = build_vision_projector(config, delay_load=delay_load, vision_cfg=self.vision_tower.config)
         if "unpad" in getattr(config, "mm_patch_merge_type", "flat"):
             self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
 

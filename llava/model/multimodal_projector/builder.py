@@ -103,9 +103,13 @@ def projector_wants_dense_embeds(config) -> bool:
 
 
 def build_vision_projector(config, delay_load: bool = False, **kwargs) -> nn.Module:
-    """Builds ``config.mm_projector_type`` (default ``linear``); ``delay_load`` is kept for upstream callers."""
+    """Builds ``config.mm_projector_type`` (default ``linear``).
+
+    ``delay_load=True`` (a checkpoint is being loaded) tells projectors that own pretrained parts,
+    such as a text tower, to build them without reading their weights.
+    """
     projector_type = getattr(config, "mm_projector_type", None) or "linear"
-    return _lookup(projector_type).builder(config, **kwargs)
+    return _lookup(projector_type).builder(config, delay_load=delay_load, **kwargs)
 
 
 # ----------------------------------------------------------------------------- built-ins

@@ -1,0 +1,121 @@
+"""``HIComProjector``: the HICom compressor as a LLaVA ``mm_projector_type``.
+
+Registered through the ``llava.projectors`` entry point (``register`` below) under two names:
+
+* ``hicom``: options come from ``config.hicom_config`` (explicit fields, as saved) or, when absent,
+  from the preset named by ``config.hicom_preset`` (default ``paper``);
+* the release grammar (``local43_global32``, ``local43_adaptkv_global32guidecoarse``, ... with
+  ``config.use_guide``): parsed once, here at the edge, into ``config.hicom_config``; the config's
+  ``mm_projector_type`` becomes ``hicom`` and the original string is kept in
+  ``hicom_release_projector_type``.
+
+Module layout (parameter names under ``model.mm_projector.``): ``compressor.local_compressor.*``,
+``compressor.global_compressor.*`` and, when the branches are conditioned, ``text_encoder.text_model.*``
+(SigLIP's text tower, frozen by default).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from llava.model.multimodal_projector.base import StructuredProjector, VisualBatch
+from llava.model.multimodal_projector.builder import register_projector
+
+from .compressor import HIComCompressor
+from .config import HIComConfig, parse_release_projector_type, resolve_hicom_config
+from .instruction import clean_instruction
+from .text_encoder import SiglipTextEncoder, read_siglip_text_config
+
+logger = logging.getLogger(__name__)
+
+RELEASE_GRAMMAR = r"(local\d+|global\d+).*"
+
+
+def hicom_config_from(config) -> HIComConfig:
+    """The explicit HICom options of a LLaVA config; parses a release string once and records it."""
+    stored = getattr(config, "hicom_config", None)
+    if stored:
+        return HIComConfig.from_dict(stored)
+    projector_type = getattr(config, "mm_projector_type", "hicom")
+    if projector_type == "hicom":
+        cfg = resolve_hicom_config(getattr(config, "hicom_preset", None) or "paper")
+    else:
+        cfg = parse_release_projector_type(projector_type, getattr(config, "use_guide", None))
+        config.hicom_release_projector_type = projector_type
+        config.mm_projector_type = "hicom"
+    config.hicom_config = cfg.to_dict()
+    return cfg
+
+
+class HIComProjector(StructuredProjector):
+    """Local + global instruction-conditioned compression of every visual item of a micro-batch."""
+
+    def __init__(self, config, vision_cfg=None, delay_load: bool = False, **kwargs):
+        super().__init__()
+        cfg = hicom_config_from(config)
+        self.hicom = cfg
+        self.uses_instructions = cfg.uses_text
+        self.text_encoder = None
+        text_dim = config.mm_hidden_size
+        if cfg.uses_text:
+            folder = getattr(config, "mm_vision_tower", None)
+            stored = getattr(config, "hicom_text_config", None)
+            self.text_encoder = SiglipTextEncoder(folder, text_config=stored, delay_load=delay_load)
+            config.hicom_text_config = self.text_encoder.text_config
+            text_dim = self.text_encoder.hidden_size
+        self.compressor = HIComCompressor(cfg, vision_dim=config.mm_hidden_size, text_dim=text_dim,
+                                          llm_dim=config.hidden_size)
+
+    @classmethod
+    def wants_dense_embeds(cls, config) -> bool:
+        return hicom_config_from(config).needs_dense_embeds
+
+    def num_output_tokens(self, t: int, h: int, w: int, modality: str = "video") -> int:
+        return self.compressor.num_output_tokens(t, h, w, modality)
+
+    def clean_instruction(self, text: str) -> str:
+        return clean_instruction(text)
+
+    def injector_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters of the instruction injectors (stage 2 gives them ``guide_injector_lr``)."""
+        return self.compressor.injector_parameters()
+
+    def _encode_instructions(self, batch: VisualBatch):
+        if self.text_encoder is None:
+            return None, None, None
+        if batch.instructions is None:
+            raise ValueError("the HICom projector is conditioned on instructions, but none were given")
+        texts = []
+        for index, (text, modality) in enumerate(zip(batch.instructions, batch.modalities)):
+            if modality != "text" and not text.strip():
+                raise ValueError(
+                    f"visual item {index} ({modality}) has an empty instruction; HICom conditions every "
+                    f"image/video on the question asked about it"
+                )
+            texts.append(text)
+        return self.text_encoder.encode(texts)
+
+    def forward(self, batch: VisualBatch) -> list[torch.Tensor]:
+        pooled, tokens, mask = self._encode_instructions(batch)
+        dtype = batch.features.dtype
+        cast = lambda x: None if x is None else x.to(dtype)  # noqa: E731
+        return self.compressor(
+            batch.features,
+            batch.frames_per_item,
+            batch.modalities,
+            dense_embeds=batch.dense_embeds,
+            text_pooled=cast(pooled) if self.hicom.needs_text_pooled else None,
+            text_tokens=cast(tokens) if self.hicom.needs_text_tokens else None,
+            text_mask=mask if self.hicom.needs_text_tokens else None,
+        )
+
+
+def register() -> None:
+    """Entry point of the ``llava.projectors`` group."""
+    register_projector("hicom")(HIComProjector)
+    register_projector("hicom_release_grammar", pattern=RELEASE_GRAMMAR)(HIComProjector)
+
+
+__all__ = ["HIComProjector", "hicom_config_from", "read_siglip_text_config", "register"]
