@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("wrote %s", video_path)
 
     tokenizer, model, processor, _ = load_pretrained_model(
-        str(paths["tiny-llava-qwen"]), None, "llava_qwen", device_map="cpu", torch_dtype="float32"
+        str(paths["llava_qwen"]), None, "llava_qwen", device_map="cpu", torch_dtype="float32"
     )
     frames, duration, _, num = process_video_with_decord(
         str(video_path), SimpleNamespace(frames_upbound=args.num_frames, force_sample=True, video_fps=1)
