@@ -79,8 +79,19 @@ class HIComProjector(StructuredProjector):
         return clean_instruction(text)
 
     def injector_parameters(self) -> list[torch.nn.Parameter]:
-        """Parameters of the instruction injectors (stage 2 gives them ``guide_injector_lr``)."""
-        return self.compressor.injector_parameters()
+        """Parameters of the instruction injectors (stage 2 gives them ``guide_injector_lr``).
+
+        Empty for the release's parameter-free direct injection; that is said in a warning, since a
+        ``guide_injector_lr`` then applies to nothing.
+        """
+        params = self.compressor.injector_parameters()
+        if self.uses_instructions and not params:
+            logger.warning(
+                "HICom injection %s/%s has no trainable injector parameters (direct injection without an "
+                "MLP): a guide_injector_lr applies to an empty group",
+                self.hicom.local_injection, self.hicom.global_injection,
+            )
+        return params
 
     def _encode_instructions(self, batch: VisualBatch):
         if self.text_encoder is None:

@@ -160,3 +160,15 @@ def test_long_instructions_are_truncated_with_a_warning(paper, video, caplog):
 def test_unknown_release_string_is_rejected(tiny_dir, tmp_path):
     with pytest.raises(ValueError):
         _build(tiny_dir, tmp_path / "bad", mm_projector_type="local4x_global", use_guide="direct")
+
+
+def test_injector_group_is_empty_for_release_direct_and_says_so(tiny_dir, tmp_path, paper, caplog):
+    _, release, _, _ = _build(tiny_dir, tmp_path / "rel", mm_projector_type="local43_global32", use_guide="direct")
+    with caplog.at_level("WARNING"):
+        assert release.get_model().mm_projector.injector_parameters() == []
+    assert "empty group" in caplog.text
+    caplog.clear()
+    _, model, _, _ = paper
+    with caplog.at_level("WARNING"):
+        params = model.get_model().mm_projector.injector_parameters()
+    assert params and "empty group" not in caplog.text
