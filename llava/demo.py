@@ -4,8 +4,11 @@
 
 Builds the tiny checkpoints (``llava.tiny``) under ``--tiny``, writes a synthetic mp4 (a coloured
 square crossing the frame), decodes it with decord, and runs tower -> projector -> LLM ``generate``
-for the video and for one image, printing the visual token counts. The tiny models have random
-weights: the text they produce is meaningless; the point is that every stage runs end to end.
+for the video and for one image, printing the visual token counts — once with OneVision's
+``mlp2x_gelu`` projector + 2x2 pooling and once with the HICom projector (``mm_projector_type
+"hicom"``, found through the projector registry's entry points), conditioned on the question.
+The tiny models have random weights: the text they produce is meaningless; the point is that every
+stage runs end to end.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from PIL import Image
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import conv_templates
 from llava.mm_utils import tokenizer_image_token
-from llava.model.builder import load_pretrained_model
+from llava.model.builder import assemble_llava_qwen, load_pretrained_model
 from llava.tiny import make_all
 from llava.utils import process_video_with_decord, write_video
 
@@ -54,6 +57,29 @@ def _ask(tokenizer, model, visual, modality: str, question: str, max_new_tokens:
     out = model.generate(ids, images=[visual], modalities=[modality], max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=tokenizer.pad_token_id)
     return tokenizer.batch_decode(out, skip_special_tokens=True)[0], tokens
+
+
+def _run_hicom(tiny: Path, paths: dict, video: torch.Tensor, max_new_tokens: int) -> dict:
+    """The same video through a tiny HICom model (paper preset), if the plugin is installed."""
+    from llava.model.multimodal_projector.builder import list_projectors
+
+    if "hicom" not in list_projectors():
+        logger.warning("the hicom projector is not registered (pip install -e . installs the plugin)")
+        return {"available": False}
+    folder = tiny / "tiny-hicom-qwen"
+    if not (folder / "config.json").is_file():
+        assemble_llava_qwen(paths["qwen2"], paths["siglip"], folder, mm_projector_type="hicom", hicom_preset="paper")
+    tokenizer, model, _, _ = load_pretrained_model(str(folder), None, "hicom", device_map="cpu", torch_dtype="float32")
+    answer, tokens = _ask(tokenizer, model, video, "video", "Where does the red square move?", max_new_tokens)
+    projector = model.get_model().mm_projector
+    return {
+        "available": True,
+        "video_tokens": tokens,
+        "video_answer": answer,
+        # SigLIP-so400m geometry (27x27 patches per frame), for the record
+        "tokens_32_frames_so400m": projector.num_output_tokens(32, 27, 27),
+        "tokens_image_so400m": projector.num_output_tokens(1, 27, 27, "image"),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -86,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     results.update(video_tokens=tokens, video_answer=answer)
     answer, tokens = _ask(tokenizer, model, image, "image", "What colour is the square?", args.max_new_tokens)
     results.update(image_tokens=tokens, image_answer=answer, seconds=round(time.perf_counter() - start, 1))
+    results["hicom"] = _run_hicom(Path(args.tiny), paths, video, args.max_new_tokens)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return results
