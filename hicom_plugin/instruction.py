@@ -43,11 +43,15 @@ _SUBTITLES = re.compile(r"This video's subtitles are listed below:.*?(?=Select t
 # "A. text", "(A) text" or "A) text"; everything from there on is options.
 _OPTIONS_START = re.compile(r"(^|\n)\s*(Options?\s*:|\(?[A-E][.)]\s)", re.IGNORECASE)
 _QUESTION_PREFIX = re.compile(r"^\s*Question\s*:\s*", re.IGNORECASE)
+# A prompt recovered from input_ids under a non-ChatML template (e.g. vicuna_v1, lmms-eval
+# llava_vid's default) runs on into the assistant's role marker.
+_TRAILING_ROLE = re.compile(r"\s*(###\s*)?(ASSISTANT|Assistant|assistant|GPT)\s*:\s*$")
 
 
 def clean_instruction(text: str) -> str:
     """The question in ``text`` with modality tags, time sentence, boilerplate and options removed."""
     text = _MODAL_TAGS.sub("", text)
+    text = _TRAILING_ROLE.sub("", text)
     text = _TIME_SENTENCE.sub("", text)
     text = _SUBTITLES.sub("", text)
     for sentence in ANSWER_FORMAT_SENTENCES:

@@ -34,6 +34,8 @@ from hicom_plugin.instruction import clean_instruction, last_human_turn
         ("<image>\nThe video lasts for 12.50 seconds, and 8 frames are uniformly sampled from it. These frames "
          "are located at 0.00s,1.50s.Please answer the following questions related to this video.\n"
          "Describe the red triangle.", "Describe the red triangle."),
+        # recovered from a vicuna_v1 prompt (lmms-eval llava_vid default template)
+        ("\nWhat is the dog doing? ASSISTANT:", "What is the dog doing?"),
         # a question that merely contains a capital letter and a period stays whole
         ("Describe what happens to the ball.", "Describe what happens to the ball."),
     ],
