@@ -124,9 +124,13 @@ class HIComProjector(StructuredProjector):
 
 
 def register() -> None:
-    """Entry point of the ``llava.projectors`` group."""
+    """Entry point of the ``llava.projectors`` group; also teaches ``load_pretrained_model`` to answer a
+    release-layout folder (``model_type: hicom_qwen2``) with the conversion command."""
     register_projector("hicom")(HIComProjector)
     register_projector("hicom_release_grammar", pattern=RELEASE_GRAMMAR)(HIComProjector)
+    from .release import register_release_layout  # here: release.py imports this module
+
+    register_release_layout()
 
 
 __all__ = ["HIComProjector", "hicom_config_from", "read_siglip_text_config", "register"]
