@@ -1,0 +1,1 @@
+"""Training recipe: arguments, data, trainer, and the ``train_mem.py`` entry point."""

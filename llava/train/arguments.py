@@ -1,0 +1,153 @@
+"""Command-line arguments of ``llava/train/train_mem.py``: LLaVA-NeXT's fields and defaults.
+
+Three dataclasses parsed by ``transformers.HfArgumentParser``. Upstream's flags keep their names and
+defaults; flags that transformers 5 removed but the OneVision scripts still pass
+(``--evaluation_strategy``, ``--warmup_ratio``, ``--group_by_length``) are accepted and mapped onto
+their transformers-5 equivalents. HICom adds ``hicom_preset``, ``use_guide``, ``guide_injector_lr``
+and the frame count; any ``mm_projector_type`` registered with the projector registry is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import transformers
+
+logger = logging.getLogger(__name__)
+
+#: Values of ``--mm_tunable_parts``; plugins may extend this tuple's meaning through their parts.
+TUNABLE_PARTS = ("mm_mlp_adapter", "mm_vision_resampler", "mm_vision_tower", "mm_language_model",
+                 "guide_injector", "text_tower")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default="facebook/opt-125m")
+    model_class_name: str | None = field(default=None)
+    mm_tunable_parts: str | None = field(
+        default=None, metadata={"help": f"comma-separated subset of {', '.join(TUNABLE_PARTS)}"}
+    )
+    version: str | None = field(default="v0", metadata={"help": "conversation template key"})
+    freeze_backbone: bool = field(default=False)
+    tune_mm_mlp_adapter: bool = field(default=False)
+    tune_mm_vision_resampler: bool = field(default=False)
+    vision_tower: str | None = field(default=None)
+    vision_tower_pretrained: str | None = field(default=None)
+    unfreeze_mm_vision_tower: bool = field(default=False)
+    unfreeze_language_model: bool = field(default=False)
+    mm_vision_select_layer: int | None = field(default=-1)
+    pretrain_mm_mlp_adapter: str | None = field(default=None)
+    mm_projector_type: str | None = field(default="linear")
+    mm_use_im_start_end: bool = field(default=False)
+    mm_use_im_patch_token: bool = field(default=True)
+    mm_patch_merge_type: str | None = field(default="flat")
+    mm_vision_select_feature: str | None = field(default="patch")
+    mm_resampler_type: str | None = field(default=None)
+    mm_mask_drop_mode: str = field(default="fixed")
+    mm_mask_drop_skip_percentage: int = field(default=0)
+    mm_mask_drop_ratio: float = field(default=0.25)
+    mm_mask_drop_ratio_upper: float | None = field(default=None)
+    mm_mask_drop_ratio_lower: float | None = field(default=None)
+    mm_spatial_pool_stride: int | None = field(default=None)
+    mm_spatial_pool_mode: str = field(default="bilinear")
+    mm_spatial_pool_out_channels: int | None = field(default=None)
+    mm_perceiver_depth: int | None = field(default=3)
+    mm_perceiver_latents: int | None = field(default=32)
+    mm_perceiver_ff_mult: float | None = field(default=4)
+    mm_perceiver_pretrained: str | None = field(default=None)
+    mm_qformer_depth: int | None = field(default=3)
+    mm_qformer_latents: int | None = field(default=32)
+    mm_qformer_pretrained: str | None = field(default=None)
+    rope_scaling_factor: float | None = field(default=None)
+    rope_scaling_type: str | None = field(default=None)
+    s2: bool | None = field(default=False)
+    s2_scales: str | None = field(default="336,672,1008")
+    use_pos_skipping: bool | None = field(default=False)
+    pos_skipping_range: int | None = field(default=4096)
+    mm_newline_position: str | None = field(default="grid")
+    delay_load: bool | None = field(default=True)
+    add_faster_video: bool | None = field(default=False)
+    faster_token_stride: int | None = field(default=10)
+    # HICom (mm_projector_type "hicom" or a release string such as local43_global32)
+    hicom_preset: str | None = field(default=None, metadata={"help": "paper | release (mm_projector_type hicom)"})
+    use_guide: str | None = field(default=None, metadata={"help": "release grammar: off | direct | coarse | fine"})
+
+    def __post_init__(self) -> None:
+        if self.mm_tunable_parts:
+            parts = [p.strip() for p in self.mm_tunable_parts.split(",") if p.strip()]
+            unknown = sorted(set(parts) - set(TUNABLE_PARTS))
+            if unknown:
+                raise ValueError(f"--mm_tunable_parts: unknown parts {unknown}; known: {', '.join(TUNABLE_PARTS)}")
+            self.mm_tunable_parts = ",".join(parts)
+
+
+@dataclass
+class DataArguments:
+    data_path: str | None = field(default=None, metadata={"help": ".json, prefix{a,b}.json, or .yaml mixture"})
+    lazy_preprocess: bool = False
+    is_multimodal: bool = False
+    early_mix_text: bool = False
+    image_folder: str | None = field(default=None)
+    image_aspect_ratio: str = "square"
+    image_grid_pinpoints: str | None = field(default=None)
+    image_crop_resolution: int | None = field(default=None)
+    image_split_resolution: int | None = field(default=None)
+    video_folder: str | None = field(default=None)
+    video_fps: int | None = field(default=1)
+    frames_upbound: int | None = field(default=0)
+    add_time_instruction: bool | None = field(default=False)
+    force_sample: bool | None = field(default=False)
+
+
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    cache_dir: str | None = field(default=None)
+    optim: str = field(default="adamw_torch")
+    remove_unused_columns: bool = field(default=False)
+    freeze_mm_mlp_adapter: bool = field(default=False)
+    freeze_mm_vision_resampler: bool = field(default=False)
+    mpt_attn_impl: str | None = field(default="triton")
+    model_max_length: int = field(default=4096)
+    double_quant: bool = field(default=True)
+    quant_type: str = field(default="nf4")
+    bits: int = field(default=16)
+    lora_enable: bool = False
+    lora_r: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_weight_path: str = ""
+    lora_bias: str = "none"
+    mm_projector_lr: float | None = None
+    mm_vision_tower_lr: float | None = None
+    guide_injector_lr: float | None = field(default=None, metadata={"help": "LR of HICom's instruction injectors"})
+    group_by_varlen: bool = field(default=False)
+    group_by_modality_length: bool = field(default=False)
+    group_by_modality_length_auto: bool = field(default=False)
+    auto_find_batch_size: bool = field(default=False)
+    gradient_checkpointing: bool = field(default=True)
+    verbose_logging: bool = field(default=False)
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "sdpa | flash_attention_2 (falls back to sdpa when flash-attn is absent) | eager"}
+    )
+    # transformers-4 flags the OneVision scripts still pass, mapped in __post_init__
+    evaluation_strategy: str | None = field(default=None, metadata={"help": "alias of --eval_strategy"})
+    warmup_ratio: float | None = field(default=None, metadata={"help": "alias of a fractional --warmup_steps"})
+    group_by_length: bool = field(default=False, metadata={"help": "length-grouped sampler (LLaVA's)"})
+
+    def __post_init__(self) -> None:
+        if self.evaluation_strategy is not None:
+            self.eval_strategy = self.evaluation_strategy
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            if self.warmup_steps:
+                raise ValueError("pass either --warmup_ratio or --warmup_steps, not both")
+            self.warmup_steps = self.warmup_ratio
+        super().__post_init__()
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Parses a LLaVA training command line (``argv=None``: ``sys.argv``)."""
+    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    return parser.parse_args_into_dataclasses(args=argv)
