@@ -68,7 +68,7 @@ from torch import nn
 
 from llava.model.builder import read_model_config, register_model_type
 from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
-from llava.model.weights import read_state_dict
+from llava.model.weights import read_state_dict, read_tensor_file
 
 from .config import parse_release_projector_type
 from .projector import HIComProjector
@@ -359,12 +359,7 @@ def load_release_projector(path: str | Path, projector: HIComProjector, strict: 
         raise FileNotFoundError(f"release projector weights {file} do not exist")
     if not isinstance(projector, HIComProjector):
         raise TypeError(f"load_release_projector needs a HIComProjector, got {type(projector).__name__}")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt or pickled-code files surface as many exception types
-        raise ValueError(f"{file}: cannot be read as a tensor dict with weights_only=True ({err})") from err
-    if not isinstance(state, dict):
-        raise ValueError(f"{file}: holds a {type(state).__name__}, not a dict of tensors")
+    state = read_tensor_file(file)
     converted, report = _convert(state, _Target.of(projector.compressor, OURS_COMPRESSOR), strict, str(file))
     inner = {key[len(OURS_COMPRESSOR):]: value for key, value in converted.items()}
     projector.compressor.load_state_dict(inner, strict=strict)

@@ -9,7 +9,6 @@ logged.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,19 +16,16 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, SiglipTextConfig, SiglipTextModel
 
-from llava.model.weights import read_state_dict
+from llava.model.weights import config_fields, load_part_strictly, read_json
 
 logger = logging.getLogger(__name__)
-
-_NON_FIELDS = ("model_type", "transformers_version", "architectures")
-
 
 def read_siglip_text_config(folder: str | Path) -> dict:
     """The text part of a ``siglip`` folder's config.json, as a dict."""
     config_file = Path(folder) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"text tower folder {folder} has no config.json")
-    raw = json.loads(config_file.read_text())
+    raw = read_json(config_file)
     if raw.get("model_type") != "siglip" or not raw.get("text_config"):
         raise ValueError(f"{config_file}: not a SigLIP checkpoint with a text tower (model_type {raw.get('model_type')!r})")
     return dict(raw["text_config"])
@@ -49,7 +45,7 @@ class SiglipTextEncoder(nn.Module):
         super().__init__()
         self.folder = folder
         self.text_config = dict(text_config) if text_config else read_siglip_text_config(folder)
-        config = SiglipTextConfig(**{k: v for k, v in self.text_config.items() if k not in _NON_FIELDS})
+        config = SiglipTextConfig(**config_fields(self.text_config))
         self.text_model = SiglipTextModel(config)
         self.text_model.requires_grad_(False)
         self.max_length = config.max_position_embeddings
@@ -66,12 +62,7 @@ class SiglipTextEncoder(nn.Module):
         """Loads the text tower weights from ``folder`` (every tensor must be present)."""
         if self.is_loaded:
             return
-        available = read_state_dict(self.folder, prefix="text_model.")
-        wanted = self.text_model.state_dict()
-        missing = sorted(set(wanted) - set(available))
-        if missing:
-            raise KeyError(f"text tower {self.folder}: checkpoint lacks {len(missing)} tensors, e.g. {missing[:5]}")
-        self.text_model.load_state_dict({k: available[k] for k in wanted})
+        load_part_strictly(self.text_model, self.folder, "text_model.", "text tower")
         self.text_model.requires_grad_(False)
         self.is_loaded = True
 

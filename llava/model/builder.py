@@ -8,7 +8,6 @@ downloaded: every path is a local folder, and weights load through safetensors o
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from .language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
 from .llava_arch import load_projector_weights
 from .multimodal_encoder.siglip_processor import SigLipImageProcessor
 from .multimodal_projector.builder import load_projector_plugins
+from .weights import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +94,8 @@ def read_model_config(model_path: str | Path) -> dict:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"model folder {folder} has no config.json")
-    try:
-        raw = json.loads(config_file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_file} is not valid JSON: {err}") from err
-    if not isinstance(raw, dict) or "model_type" not in raw:
+    raw = read_json(config_file)
+    if "model_type" not in raw:
         raise ValueError(f"{config_file} has no model_type")
     return raw
 

@@ -26,6 +26,7 @@ from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from .multimodal_encoder.builder import build_vision_tower
 from .multimodal_projector.base import StructuredProjector, VisualBatch
 from .multimodal_projector.builder import build_vision_projector, projector_wants_dense_embeds
+from .weights import read_tensor_file
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +86,7 @@ def load_projector_weights(projector: nn.Module, path: str, strict: bool = True)
 
     Returns the ``(missing, unexpected)`` key lists; with ``strict`` a mismatch raises naming the keys.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"projector weights {path} do not exist") from None
-    except Exception as err:
-        raise ValueError(f"projector weights {path}: cannot be read as a tensor dict ({err})") from err
+    state = read_tensor_file(path)
     marker = "mm_projector."
     picked = {k.split(marker, 1)[1]: v for k, v in state.items() if marker in k}
     if not picked:

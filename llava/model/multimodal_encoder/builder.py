@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..weights import read_json
 from .siglip_encoder import SigLipVisionTower
 
 _SIGLIP_TYPES = {"siglip", "siglip_vision_model"}
@@ -14,10 +14,7 @@ def _tower_model_type(name: str, config) -> str | None:
     stored = getattr(config, "mm_vision_tower_config", None)
     config_file = Path(name) / "config.json"
     if config_file.is_file():
-        try:
-            return json.loads(config_file.read_text()).get("model_type")
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_file}: not valid JSON ({err})") from err
+        return read_json(config_file).get("model_type")
     if stored is not None:
         return stored.get("model_type")
     return None

@@ -9,7 +9,6 @@ whose MLP maps each patch of the last layer into the joint image-text space.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from ..weights import read_state_dict
+from ..weights import config_fields, load_part_strictly, read_json
 from .siglip_processor import SigLipImageProcessor
 
 logger = logging.getLogger(__name__)
@@ -39,10 +38,7 @@ def read_siglip_vision_config(path: str | Path) -> dict:
             f"vision tower folder {path!s} has no config.json (weights are never downloaded: place a "
             f"SigLIP checkpoint there, e.g. under playground/models/)"
         )
-    try:
-        raw = json.loads(config_file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_file}: not valid JSON ({err})") from err
+    raw = read_json(config_file)
     model_type = raw.get("model_type")
     if model_type == "siglip":
         vision = dict(raw.get("vision_config") or {})
@@ -55,10 +51,7 @@ def read_siglip_vision_config(path: str | Path) -> dict:
 
 
 def _vision_config(full: dict) -> SiglipVisionConfig:
-    return SiglipVisionConfig(**{k: v for k, v in full.items() if k not in _NON_FIELDS})
-
-
-_NON_FIELDS = ("model_type", "transformers_version", "architectures")
+    return SiglipVisionConfig(**config_fields(full))
 
 
 def resolve_layer_index(select_layer: int, num_layers: int) -> int:
@@ -129,15 +122,7 @@ class SigLipVisionTower(nn.Module):
         folder = Path(self.vision_tower_name)
         if not folder.is_dir():
             raise FileNotFoundError(f"vision tower folder {folder} does not exist")
-        available = read_state_dict(folder, prefix="vision_model.")
-        wanted = self.vision_tower.vision_model.state_dict()
-        missing = sorted(set(wanted) - set(available))
-        if missing:
-            raise KeyError(f"vision tower {folder}: checkpoint lacks {len(missing)} tensors, e.g. {missing[:5]}")
-        mismatched = [k for k in wanted if available[k].shape != wanted[k].shape]
-        if mismatched:
-            raise ValueError(f"vision tower {folder}: shape mismatch for {mismatched[:5]}")
-        self.vision_tower.vision_model.load_state_dict({k: available[k] for k in wanted})
+        load_part_strictly(self.vision_tower.vision_model, folder, "vision_model.", "vision tower")
         self.vision_tower.requires_grad_(False)
         self.is_loaded = True
 

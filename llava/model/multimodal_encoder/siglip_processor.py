@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 from transformers import BatchFeature
 
+from ..weights import read_json
+
 logger = logging.getLogger(__name__)
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
@@ -223,11 +225,7 @@ class SigLipImageProcessor:
                 f"{folder}: no {PREPROCESSOR_CONFIG_NAME} there (the SigLIP image processor is read from a "
                 f"local checkpoint folder only)"
             )
-        try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_file}: not valid JSON ({err})") from err
-        return cls.from_dict(config, source=str(config_file))
+        return cls.from_dict(read_json(config_file), source=str(config_file))
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Writes ``folder/preprocessor_config.json`` (creating the folder) and returns its path."""
