@@ -91,6 +91,11 @@ def load_projector_weights(projector: nn.Module, path: str, strict: bool = True)
     picked = {k.split(marker, 1)[1]: v for k, v in state.items() if marker in k}
     if not picked:
         raise KeyError(f"{path}: no key contains {marker!r} (found e.g. {sorted(state)[:3]})")
+    own = projector.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in picked.items()
+                  if k in own and v.shape != own[k].shape]
+    if mismatched:
+        raise ValueError(f"{path}: projector shape mismatch for {mismatched}")
     result = projector.load_state_dict(picked, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if strict and (missing or unexpected):
