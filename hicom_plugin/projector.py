@@ -39,12 +39,23 @@ def hicom_config_from(config) -> HIComConfig:
     if stored:
         return HIComConfig.from_dict(stored)
     projector_type = getattr(config, "mm_projector_type", "hicom")
+    use_guide = getattr(config, "use_guide", None)
     if projector_type == "hicom":
         cfg = resolve_hicom_config(getattr(config, "hicom_preset", None) or "paper")
+        if use_guide in ("off", "none"):  # e.g. stage-1 alignment of a conditioned preset
+            cfg = cfg.replace(local_injection="none", global_injection="none")
+        elif use_guide is not None:
+            raise ValueError(f"use_guide={use_guide!r} with mm_projector_type 'hicom': presets set their own "
+                             f"injection (use_guide 'off' disables it; other values apply to release strings)")
     else:
-        cfg = parse_release_projector_type(projector_type, getattr(config, "use_guide", None))
+        cfg = parse_release_projector_type(projector_type, use_guide)
         config.hicom_release_projector_type = projector_type
         config.mm_projector_type = "hicom"
+    overrides = getattr(config, "hicom_overrides", None)
+    if overrides:
+        if not isinstance(overrides, dict):
+            raise ValueError(f"hicom_overrides must be a dict of HIComConfig fields, got {overrides!r}")
+        cfg = cfg.replace(**overrides)
     config.hicom_config = cfg.to_dict()
     return cfg
 
@@ -92,6 +103,23 @@ class HIComProjector(StructuredProjector):
                 self.hicom.local_injection, self.hicom.global_injection,
             )
         return params
+
+    standalone_parts = ("text_tower", "text_tower_head")
+
+    def tunable_parts(self) -> dict[str, list[torch.nn.Parameter]]:
+        """``guide_injector`` (the injection MLPs; stage 2's ``guide_injector_lr``), ``text_tower`` (the
+        whole SigLIP text model) and ``text_tower_head`` (its output projection)."""
+        parts = {"guide_injector": self.compressor.injector_parameters()}
+        if self.text_encoder is not None:
+            parts["text_tower"] = list(self.text_encoder.parameters())
+            parts["text_tower_head"] = list(self.text_encoder.head_parameters())
+        return parts
+
+    def adapter_keys_may_be_missing(self, missing: list[str]) -> bool:
+        """A stage-1 adapter (trained unconditioned) lacks exactly the injector weights stage 2 adds."""
+        names = {id(p): n for n, p in self.named_parameters()}
+        injector = {names[id(p)] for p in self.compressor.injector_parameters()}
+        return bool(missing) and set(missing) <= injector
 
     def _encode_instructions(self, batch: VisualBatch):
         if self.text_encoder is None:

@@ -66,6 +66,10 @@ class SiglipTextEncoder(nn.Module):
         self.text_model.requires_grad_(False)
         self.is_loaded = True
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The output projection into the joint image-text space (what ``text_tower_head`` trains)."""
+        return list(self.text_model.head.parameters())
+
     @property
     def tokenizer(self):
         if self._tokenizer is None:

@@ -134,13 +134,14 @@ def get_chunk(lst: Sequence[T], n: int, k: int) -> Sequence[T]:
 class VideoDecodeError(ValueError):
     """A video file exists but no frames can be decoded from it (corrupt, empty, unsupported)."""
 
-    def __init__(self, message: str, path: str | None = None):
+    def __init__(self, message: str, path: str | None = None, reason: str | None = None):
         super().__init__(message)
         self.path = path
+        self.reason = reason or message
 
 
 def _decode_error(path: str, reason: str) -> VideoDecodeError:
-    return VideoDecodeError(f"cannot decode video '{path}': {reason}", path=path)
+    return VideoDecodeError(f"cannot decode video '{path}': {reason}", path=path, reason=reason)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +289,7 @@ def load_video_frames(
     frames_upbound: int = 0,
     force_sample: bool = False,
     backend: str = "auto",
+    repeat_frames: bool = True,
 ) -> DecodedVideo:
     """Decode frames of the video at ``path``.
 
@@ -300,7 +302,10 @@ def load_video_frames(
       switch to ``frames_upbound`` frames evenly spaced from the first to the last.
 
     Args:
-        backend: ``"decord"``, ``"pyav"`` or ``"auto"`` (decord when importable, else PyAV).
+        backend: ``"decord"``, ``"pyav"`` or ``"auto"``: decord when importable, and PyAV for files
+            decord cannot read (the error then names both failures).
+        repeat_frames: with ``num_frames`` and a video shorter than that, repeat frames to return
+            exactly ``num_frames`` (the reference behaviour); ``False`` returns every frame once.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -332,15 +337,27 @@ def load_video_frames(
     if num_frames is not None:
 
         def select(total: int, avg_fps: float) -> list[int]:
-            return sample_frame_indices(total, num_frames)
+            return sample_frame_indices(total, num_frames if repeat_frames else min(num_frames, total))
 
     else:
 
         def select(total: int, avg_fps: float) -> list[int]:
             return _fps_frame_indices(total, avg_fps, fps, frames_upbound, force_sample)
 
-    resolved = _auto_backend() if backend == "auto" else backend
-    return _DECODERS[resolved](path, select)
+    if backend != "auto":
+        return _DECODERS[backend](path, select)
+    resolved = _auto_backend()
+    try:
+        return _DECODERS[resolved](path, select)
+    except VideoDecodeError as first:
+        if resolved == "pyav":
+            raise
+        try:
+            video = _decode_with_pyav(path, select)
+        except VideoDecodeError as second:
+            raise _decode_error(path, f"{first.reason}; PyAV fallback: {second.reason}") from second
+        logger.warning("%s: decord failed (%s); decoded with PyAV instead", path, first.reason)
+        return video
 
 
 def _data_arg(data_args: Any, name: str, default: Any) -> Any:

@@ -97,12 +97,30 @@ def load_projector_weights(projector: nn.Module, path: str, strict: bool = True)
     if mismatched:
         raise ValueError(f"{path}: projector shape mismatch for {mismatched}")
     result = projector.load_state_dict(picked, strict=False)
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    missing = [k for k in result.missing_keys if not _loads_itself(projector, k)]
+    unexpected = list(result.unexpected_keys)
+    if missing and not unexpected and isinstance(projector, StructuredProjector):
+        if projector.adapter_keys_may_be_missing(missing):
+            logger.warning("%s: the adapter has no weights for %s; they keep their fresh initialisation", path, missing)
+            return missing, unexpected
     if strict and (missing or unexpected):
         raise KeyError(f"{path}: projector keys do not match; missing {missing}, unexpected {unexpected}")
     if missing or unexpected:
         logger.warning("%s: missing projector keys %s, unexpected %s", path, missing, unexpected)
     return missing, unexpected
+
+
+def _loads_itself(root: nn.Module, key: str) -> bool:
+    """Whether ``key`` lives under a submodule that reads its own weights (``load_model``), such as a
+    text tower loaded from its checkpoint folder; adapter files leave those out."""
+    module, parts = root, key.split(".")[:-1]
+    for part in parts:
+        module = getattr(module, part, None)
+        if module is None:
+            return False
+        if hasattr(module, "load_model") and hasattr(module, "is_loaded"):
+            return True
+    return False
 
 
 def _as_item_list(images, modalities) -> tuple[list[torch.Tensor], list[str]]:
@@ -435,7 +453,9 @@ class LlavaMetaForCausalLM(ABC):
         if getattr(model_args, "mm_use_im_start_end", False):
             new_tokens += [DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
         added = tokenizer.add_tokens(new_tokens, special_tokens=True) if new_tokens else 0
-        if added and len(tokenizer) > self.get_input_embeddings().weight.shape[0]:
+        weight = self.get_input_embeddings().weight
+        rows = getattr(weight, "ds_shape", weight.shape)[0]  # ZeRO-3 partitions leave shape empty
+        if added and len(tokenizer) > rows:
             self.resize_token_embeddings(len(tokenizer))
 
 

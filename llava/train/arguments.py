@@ -17,8 +17,11 @@ import transformers
 logger = logging.getLogger(__name__)
 
 #: Values of ``--mm_tunable_parts``; plugins may extend this tuple's meaning through their parts.
-TUNABLE_PARTS = ("mm_mlp_adapter", "mm_vision_resampler", "mm_vision_tower", "mm_language_model",
-                 "guide_injector", "text_tower")
+TUNABLE_PARTS = ("mm_mlp_adapter", "mm_vision_resampler", "mm_vision_tower", "vision_tower_head",
+                 "mm_language_model", "guide_injector", "text_tower", "text_tower_head")
+#: The HICom release's part names, accepted as aliases.
+TUNABLE_PART_ALIASES = {"mm_projector": "mm_mlp_adapter", "language_model": "mm_language_model",
+                        "guide_encoder": "text_tower", "vision_model_head": "vision_tower_head"}
 
 
 @dataclass
@@ -71,11 +74,15 @@ class ModelArguments:
     faster_token_stride: int | None = field(default=10)
     # HICom (mm_projector_type "hicom" or a release string such as local43_global32)
     hicom_preset: str | None = field(default=None, metadata={"help": "paper | release (mm_projector_type hicom)"})
-    use_guide: str | None = field(default=None, metadata={"help": "release grammar: off | direct | coarse | fine"})
+    use_guide: str | None = field(
+        default=None, metadata={"help": "off | direct | coarse | fine (release strings); off also for presets"})
+    hicom_overrides: str | None = field(
+        default=None, metadata={"help": 'JSON of HIComConfig fields, e.g. {"local_kernel": [4, 3, 3]}'})
 
     def __post_init__(self) -> None:
         if self.mm_tunable_parts:
             parts = [p.strip() for p in self.mm_tunable_parts.split(",") if p.strip()]
+            parts = list(dict.fromkeys(TUNABLE_PART_ALIASES.get(p, p) for p in parts))
             unknown = sorted(set(parts) - set(TUNABLE_PARTS))
             if unknown:
                 raise ValueError(f"--mm_tunable_parts: unknown parts {unknown}; known: {', '.join(TUNABLE_PARTS)}")
@@ -98,6 +105,11 @@ class DataArguments:
     frames_upbound: int | None = field(default=0)
     add_time_instruction: bool | None = field(default=False)
     force_sample: bool | None = field(default=False)
+    num_frames: int | None = field(
+        default=None, metadata={"help": "frames per video, uniform segment midpoints (overrides video_fps)"})
+    strict_data: bool = field(default=False, metadata={"help": "bad samples are errors instead of counted skips"})
+    max_image_pixels: int = field(default=89_478_485, metadata={"help": "larger images are skipped (PIL's limit)"})
+    label_mode: str = field(default="answer", metadata={"help": "answer | onevision (upstream marker supervision)"})
 
 
 @dataclass

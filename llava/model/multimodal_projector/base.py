@@ -103,6 +103,23 @@ class StructuredProjector(nn.Module):
         """Number of LLM tokens produced for one item of ``t`` frames on an ``h x w`` grid."""
         raise NotImplementedError
 
+    #: Names of :meth:`tunable_parts` that are not part of the adapter (``mm_mlp_adapter``): they stay
+    #: frozen unless named in ``--mm_tunable_parts`` and are left out of ``mm_projector.bin`` while
+    #: frozen (e.g. a text tower that loads its weights from its own folder).
+    standalone_parts: tuple[str, ...] = ()
+
+    def tunable_parts(self) -> dict[str, list[nn.Parameter]]:
+        """Named parameter subsets that ``--mm_tunable_parts`` can unfreeze and the trainer can give
+        their own learning rate (``guide_injector`` -> ``--guide_injector_lr``; ``text_tower`` ->
+        ``--mm_vision_tower_lr``). The default has none."""
+        return {}
+
+    def adapter_keys_may_be_missing(self, missing: list[str]) -> bool:
+        """Whether an adapter file (``--pretrain_mm_mlp_adapter``) lacking ``missing`` (keys relative to
+        this module) may still be loaded, those parameters keeping their fresh initialisation; e.g. a
+        stage-1 adapter trained without the modules a later stage adds. The default says no."""
+        return False
+
     def clean_instruction(self, text: str) -> str:
         """Turns a user turn recovered from a prompt into the instruction the projector sees.
 

@@ -1,0 +1,220 @@
+"""LLaVA training entry point (``train_mem.py`` calls :func:`train`); one function per stage of setup.
+
+Run as upstream: ``deepspeed llava/train/train_mem.py --deepspeed scripts/zero3.json
+--model_name_or_path ... --vision_tower ... --mm_projector_type ... --data_path ...``
+(or ``torchrun``, or plain ``python`` for one process). A rerun of the same command in an
+``--output_dir`` holding ``checkpoint-*`` resumes from the newest complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llava.model.builder import (
+    MODEL_TYPES,
+    _check_loading,
+    model_family,
+    read_model_config,
+    resolve_attn_implementation,
+)
+from llava.model.multimodal_projector.builder import load_projector_plugins
+from llava.utils import rank0_print
+
+from .arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
+from .data import DATA_REPORT_NAME, make_supervised_data_module
+from .llava_trainer import LLaVATrainer, find_resume_checkpoint
+from .tunable import adapter_only, apply_legacy_flags, apply_tunable_parts
+
+logger = logging.getLogger(__name__)
+
+#: LLM ``model_type`` -> the LLaVA type built on it when a vision tower is attached.
+LLAVA_TYPE_OF_LLM = {"qwen2": "llava_qwen", "llama": "llava_llama"}
+
+
+def _dtype(training_args: TrainingArguments) -> torch.dtype:
+    if training_args.bf16:
+        return torch.bfloat16
+    if training_args.fp16:
+        return torch.float16
+    return torch.float32
+
+
+def get_model(model_args: ModelArguments, training_args: TrainingArguments, attn_implementation: str):
+    """The model to train, its class chosen from ``config.json`` (never from the folder name)."""
+    path = model_args.model_name_or_path
+    raw = read_model_config(path)
+    family = model_family(raw, path)
+    if family is None and model_args.vision_tower:
+        llava_type = LLAVA_TYPE_OF_LLM.get(raw["model_type"])
+        if llava_type is None:
+            raise ValueError(f"{path}: no LLaVA class for an LLM of model_type {raw['model_type']!r}; "
+                             f"supported: {sorted(LLAVA_TYPE_OF_LLM)}")
+        family = MODEL_TYPES[llava_type]
+    kwargs = dict(dtype=_dtype(training_args), attn_implementation=attn_implementation)
+    if family is None:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    config = family.config_class.from_pretrained(path)
+    if model_args.rope_scaling_factor and model_args.rope_scaling_type:
+        config.rope_parameters = {**(getattr(config, "rope_parameters", None) or {}),
+                                  "rope_type": model_args.rope_scaling_type, "factor": model_args.rope_scaling_factor}
+    model, info = family.model_class.from_pretrained(path, config=config, output_loading_info=True, **kwargs)
+    _check_loading(info, model, path)
+    return model
+
+
+def _numel(param) -> int:
+    return getattr(param, "ds_numel", param.numel())  # ZeRO-3 partitions report 0 elements
+
+
+def _write_model_config(config, model_args: ModelArguments, data_args: DataArguments, training_args) -> None:
+    """Config keys the projector reads when it is built, and the run-time keys LLaVA's forward reads."""
+    values = {
+        "mm_spatial_pool_mode": model_args.mm_spatial_pool_mode,
+        "mm_spatial_pool_stride": model_args.mm_spatial_pool_stride,
+        "mm_newline_position": model_args.mm_newline_position,
+        "image_aspect_ratio": data_args.image_aspect_ratio,
+        "image_grid_pinpoints": data_args.image_grid_pinpoints,
+        "tokenizer_padding_side": "right",
+        "tokenizer_model_max_length": training_args.model_max_length,
+        "add_time_instruction": data_args.add_time_instruction,
+        "force_sample": data_args.force_sample,
+        "num_frames": data_args.num_frames,
+        "hicom_preset": model_args.hicom_preset,
+        "use_guide": model_args.use_guide,
+    }
+    if model_args.hicom_overrides:
+        try:
+            values["hicom_overrides"] = json.loads(model_args.hicom_overrides)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--hicom_overrides is not valid JSON ({err.msg}): {model_args.hicom_overrides!r}") from None
+    for key, value in values.items():
+        if value is not None or key in ("mm_spatial_pool_stride", "image_grid_pinpoints", "num_frames"):
+            setattr(config, key, value)
+
+
+def build_training_model(model_args, data_args, training_args, attn_implementation=None):
+    """Model (with tower and projector attached and parts frozen per the flags) and tokenizer."""
+    load_projector_plugins()
+    attn = resolve_attn_implementation(attn_implementation or training_args.attn_implementation)
+    model = get_model(model_args, training_args, attn)
+    model.config.use_cache = False
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path, model_max_length=training_args.model_max_length, padding_side="right"
+    )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    if model_args.vision_tower:
+        _write_model_config(model.config, model_args, data_args, training_args)
+        # new modules start from the same weights however the run is launched (loading under
+        # ZeRO-3 consumes the RNG differently)
+        transformers.set_seed(training_args.seed)
+        model.get_model().initialize_vision_modules(model_args)
+        tower = model.get_vision_tower()
+        tower.to(dtype=_dtype(training_args))
+        data_args.image_processor = tower.image_processor
+        data_args.is_multimodal = True
+        model.config.mm_use_im_start_end = model_args.mm_use_im_start_end
+        model.config.mm_use_im_patch_token = model_args.mm_use_im_patch_token
+        model.initialize_vision_tokenizer(model_args, tokenizer)
+    if model_args.mm_tunable_parts:
+        counts = apply_tunable_parts(model, model_args.mm_tunable_parts.split(","))
+        rank0_print("tunable parts: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items()))
+    else:
+        apply_legacy_flags(model, model_args, training_args)
+    for key in ("mm_tunable_parts",):
+        setattr(model.config, key, getattr(model_args, key))
+    for key in ("mm_projector_lr", "mm_vision_tower_lr", "guide_injector_lr"):
+        setattr(model.config, key, getattr(training_args, key))
+    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(_numel(p) for p in model.parameters())
+    rank0_print(f"trainable parameters: {trainable / 1e6:.2f}M of {total / 1e6:.2f}M")
+    if training_args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    return model, tokenizer
+
+
+def _deepspeed_on_cpu(argv: list[str]) -> list[str]:
+    """accelerate starts DeepSpeed only on accelerators: on a CPU-only machine under the DeepSpeed
+    launcher (or torchrun) it would run every rank as a separate single process. There, the process
+    group is set up over gloo here and the shared state is marked as DeepSpeed, and the Trainer is
+    told to use it (``use_configured_state``)."""
+    if "--deepspeed" not in argv or torch.cuda.is_available() or os.environ.get("LOCAL_RANK") is None:
+        return argv
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    import deepspeed
+
+    state = PartialState(cpu=True)  # gloo process group over the launcher's ranks
+    state.distributed_type = DistributedType.DEEPSPEED
+    deepspeed.init_distributed(dist_backend="gloo")  # wraps the existing group
+    if "--accelerator_config" in argv:
+        raise ValueError("DeepSpeed on CPU sets --accelerator_config itself; remove it from the command")
+    return [*argv, "--accelerator_config", json.dumps({"use_configured_state": True})]
+
+
+def train(attn_implementation: str | None = None, argv: list[str] | None = None) -> LLaVATrainer:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args = parse_args(_deepspeed_on_cpu(argv))
+    logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    transformers.set_seed(training_args.seed)
+    model, tokenizer = build_training_model(model_args, data_args, training_args, attn_implementation)
+
+    projector = getattr(model.get_model(), "mm_projector", None) if model_args.vision_tower else None
+    data_args.needs_instructions = bool(model_args.vision_tower) and model._needs_instructions()
+    data_args.version = model_args.version
+    data_args.seed = training_args.seed
+    cleaner = getattr(projector, "clean_instruction", None)
+    data_module = make_supervised_data_module(tokenizer, data_args, cleaner)
+    if data_args.needs_instructions and training_args.ddp_find_unused_parameters is None:
+        # some injection variants leave parameters without gradient for a batch (e.g. direct injection)
+        training_args.ddp_find_unused_parameters = True
+
+    trainer = LLaVATrainer(model=model, args=training_args, processing_class=tokenizer,
+                           adapter_only=adapter_only(model_args, training_args), **data_module)
+    resume = training_args.resume_from_checkpoint or find_resume_checkpoint(training_args.output_dir)
+    if resume:
+        rank0_print(f"resuming from {resume}")
+        trainer.load_data_report(resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer.save_state()
+    model.config.use_cache = True
+    save_trained_model(trainer, model, tokenizer, training_args.output_dir)
+
+    report = trainer.gathered_data_report()
+    report.merge(data_module["train_dataset"].load_report)
+    if training_args.should_save:
+        Path(training_args.output_dir, DATA_REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=1))
+        rank0_print(report.summary())
+    return trainer
+
+
+def save_trained_model(trainer: LLaVATrainer, model, tokenizer, output_dir: str) -> None:
+    """Adapter-only runs: ``config.json`` + ``mm_projector.bin``; others: the whole HF model with its
+    tokenizer and image processor (ZeRO-3 gathers 16-bit weights, ``zero3.json`` enables it)."""
+    trainer.save_model(output_dir)
+    if trainer.adapter_only or not trainer.args.should_save:
+        return
+    tokenizer.save_pretrained(output_dir)
+    tower = model.get_vision_tower() if hasattr(model, "get_vision_tower") else None
+    if tower is not None:
+        tower.image_processor.save_pretrained(output_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    train(argv=argv if argv is not None else sys.argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
