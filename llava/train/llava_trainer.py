@@ -30,6 +30,7 @@ from .tunable import parameter_groups
 logger = logging.getLogger(__name__)
 
 ADAPTER_FILE = "mm_projector.bin"
+OPTIMIZER_GROUPS_NAME = "optimizer_groups.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -116,6 +117,7 @@ class LLaVATrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.adapter_only = adapter_only
         self.data_report = DataReport()
+        self._groups_recorded = False
 
     # ------------------------------------------------------------------ optimizer and sampler
 
@@ -123,6 +125,7 @@ class LLaVATrainer(Trainer):
         if self.optimizer is None:
             opt_model = self.model if model is None else model
             groups = parameter_groups(opt_model, self.args, set(self.get_decay_parameter_names(opt_model)))
+            self._group_sizes = {g["name"]: sum(getattr(p, "ds_numel", p.numel()) for p in g["params"]) for g in groups}
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             optimizer_kwargs.pop("lr", None)  # each group has its own
             self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
@@ -142,7 +145,23 @@ class LLaVATrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         for event in inputs.pop("data_events", None) or []:
             self.data_report.add(tuple(event))
+        if not self._groups_recorded:
+            self._record_optimizer_groups()
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def _record_optimizer_groups(self) -> None:
+        """Writes ``optimizer_groups.json`` (name, base LR, size of each group) as the optimizer has them,
+        after DeepSpeed or any wrapper took it over: the record of which LR each module trained with."""
+        self._groups_recorded = True
+        if not self.args.should_save or self.optimizer is None:
+            return
+        # sizes as built: DeepSpeed's ZeRO optimizers swap the group's params for flat partitions
+        sizes = getattr(self, "_group_sizes", {})
+        groups = [{"name": g.get("name", f"group{i}"), "lr": g.get("initial_lr", g["lr"]),
+                   "weight_decay": g.get("weight_decay"), "numel": sizes.get(g.get("name"))}
+                  for i, g in enumerate(self.optimizer.param_groups)]
+        Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+        Path(self.args.output_dir, OPTIMIZER_GROUPS_NAME).write_text(json.dumps(groups, indent=1))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs.pop("data_events", None)

@@ -72,7 +72,7 @@ def _pieces_plain(pairs: list[tuple[str, str]], conv) -> list[tuple[str, bool]]:
     return [(DEFAULT_IMAGE_TOKEN, False), (pairs[0][1] + conv.sep, True)]
 
 
-def _pieces_from_template(pairs: list[tuple[str, str]], conv) -> list[tuple[str, bool]]:
+def _pieces_from_template(pairs: list[tuple[str, str]], conv, version: str) -> list[tuple[str, bool]]:
     """Splits the rendered conversation into (text, supervised) pieces: each answer's text is what
     rendering it adds to the open generation prompt before it."""
     conv = conv.copy()
@@ -87,7 +87,7 @@ def _pieces_from_template(pairs: list[tuple[str, str]], conv) -> list[tuple[str,
         full = conv.get_prompt()
         if not prompt.startswith(done) or not full.startswith(prompt):
             raise ValueError(
-                f"conversation template {conv.version!r} does not render turn by turn (a later rendering is "
+                f"conversation template {version!r} does not render turn by turn (a later rendering is "
                 f"not an extension of the earlier one), so answer spans cannot be labelled; use a ChatML "
                 f"template (qwen_1_5, qwen_2, chatml_direct), vicuna_v1 or plain"
             )
@@ -121,7 +121,7 @@ def preprocess_conversation(
     texts = [turn_text(t) for t in conversations]
     pairs = [(move_placeholder_first(texts[i]), texts[i + 1]) for i in range(0, len(texts), 2)]
     conv = conversation_lib.get_conv_template(version)
-    pieces = _pieces_plain(pairs, conv) if version == "plain" else _pieces_from_template(pairs, conv)
+    pieces = _pieces_plain(pairs, conv) if version == "plain" else _pieces_from_template(pairs, conv, version)
     last_answer = max(i for i, (_, supervised) in enumerate(pieces) if supervised)
 
     input_ids: list[int] = []

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Sourced by the stage scripts: `launch ARGS...` runs llava/train/train_mem.py on every rank.
+#
+#   LAUNCHER=torchrun  (default) torchrun over NUM_GPUS x NNODES; set NNODES, RANK, ADDR, PORT per node
+#   LAUNCHER=deepspeed DeepSpeed's launcher; HOSTFILE=path for several nodes (its hostfile format)
+#   LAUNCHER=python    one process (debugging)
+#
+# GLOBAL_BATCH / (world size x PER_DEVICE_BATCH) gives --gradient_accumulation_steps.
+set -euo pipefail
+
+PYTHON=${PYTHON:-python}
+LAUNCHER=${LAUNCHER:-torchrun}
+NUM_GPUS=${NUM_GPUS:-8}
+NNODES=${NNODES:-1}
+RANK=${RANK:-0}
+ADDR=${ADDR:-127.0.0.1}
+PORT=${PORT:-29500}
+
+grad_accum() {  # GLOBAL_BATCH PER_DEVICE_BATCH -> accumulation steps (must divide exactly)
+    local world=$((NUM_GPUS * NNODES)) global=$1 per_device=$2
+    if (( global % (world * per_device) != 0 )); then
+        echo "global batch $global is not a multiple of $world ranks x $per_device per device" >&2
+        return 1
+    fi
+    echo $((global / (world * per_device)))
+}
+
+launch() {
+    case "$LAUNCHER" in
+        torchrun)
+            "$PYTHON" -m torch.distributed.run --nproc_per_node "$NUM_GPUS" --nnodes "$NNODES" \
+                --node_rank "$RANK" --master_addr "$ADDR" --master_port "$PORT" llava/train/train_mem.py "$@" ;;
+        deepspeed)
+            local hosts=()
+            if [[ -n "${HOSTFILE:-}" ]]; then hosts=(--hostfile "$HOSTFILE"); else hosts=(--num_gpus "$NUM_GPUS"); fi
+            "$PYTHON" -m deepspeed.launcher.runner "${hosts[@]}" --master_port "$PORT" llava/train/train_mem.py "$@" ;;
+        python)
+            "$PYTHON" llava/train/train_mem.py "$@" ;;
+        *)
+            echo "LAUNCHER must be torchrun, deepspeed or python, got '$LAUNCHER'" >&2
+            return 1 ;;
+    esac
+}
