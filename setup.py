@@ -30,7 +30,7 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],
         "gpu": ["flash-attn>=2.5"],
-        "eval": ["lmms-eval>=0.7"],
+        "eval": ["lmms-eval>=0.7.2,<0.8"],
     },
     entry_points={
         # Projector plugins: each entry point names a callable that registers projectors.

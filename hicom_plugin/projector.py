@@ -73,7 +73,8 @@ class HIComProjector(StructuredProjector):
         if cfg.uses_text:
             folder = getattr(config, "mm_vision_tower", None)
             stored = getattr(config, "hicom_text_config", None)
-            self.text_encoder = SiglipTextEncoder(folder, text_config=stored, delay_load=delay_load)
+            self.text_encoder = SiglipTextEncoder(folder, text_config=stored, delay_load=delay_load,
+                                                  tokenizer_subfolder=getattr(config, "hicom_text_tokenizer", None))
             config.hicom_text_config = self.text_encoder.text_config
             text_dim = self.text_encoder.hidden_size
         self.compressor = HIComCompressor(cfg, vision_dim=config.mm_hidden_size, text_dim=text_dim,

@@ -41,9 +41,13 @@ class SiglipTextEncoder(nn.Module):
         delay_load: build the structure only.
     """
 
-    def __init__(self, folder: str, text_config: dict | None = None, delay_load: bool = False):
+    def __init__(self, folder: str, text_config: dict | None = None, delay_load: bool = False,
+                 tokenizer_subfolder: str | None = None):
         super().__init__()
         self.folder = folder
+        # an exported checkpoint carries the SigLIP tokenizer in a subfolder of its own folder
+        self.tokenizer_subfolder = tokenizer_subfolder
+        self.tokenizer_folder = folder
         self.text_config = dict(text_config) if text_config else read_siglip_text_config(folder)
         config = SiglipTextConfig(**config_fields(self.text_config))
         self.text_model = SiglipTextModel(config)
@@ -70,14 +74,21 @@ class SiglipTextEncoder(nn.Module):
         """The output projection into the joint image-text space (what ``text_tower_head`` trains)."""
         return list(self.text_model.head.parameters())
 
+    def set_checkpoint_folder(self, folder: str | Path) -> None:
+        """Called when the model is loaded from ``folder``: use its tokenizer subfolder if it has one."""
+        if self.tokenizer_subfolder and (Path(folder) / self.tokenizer_subfolder).is_dir():
+            self.tokenizer_folder = str(Path(folder) / self.tokenizer_subfolder)
+            self._tokenizer = None
+
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            if not Path(self.folder).is_dir():
+            if not Path(self.tokenizer_folder).is_dir():
                 raise FileNotFoundError(
-                    f"the SigLIP tokenizer is read from the vision tower folder {self.folder}, which does not exist"
+                    f"the SigLIP tokenizer is read from {self.tokenizer_folder} (the vision tower folder, or the "
+                    f"checkpoint's {self.tokenizer_subfolder or 'text tokenizer'} subfolder), which does not exist"
                 )
-            self._tokenizer = AutoTokenizer.from_pretrained(self.folder)
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_folder)
         return self._tokenizer
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:

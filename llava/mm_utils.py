@@ -250,6 +250,23 @@ def process_images(
     return processed
 
 
+def process_video_frames(frames_thwc: Any, image_processor: Any, image_aspect_ratio: str | None) -> torch.Tensor:
+    """Video frames ``(T, H, W, 3)`` uint8 -> pixel values ``(T, 3, S, S)``, the same in training,
+    evaluation and serving: with ``image_aspect_ratio="pad"`` each frame is padded to a square with the
+    processor's mean colour first (HICom), otherwise resized as it is (OneVision)."""
+    if image_aspect_ratio == "pad":
+        images = [Image.fromarray(frame) for frame in frames_thwc]
+        return process_images(images, image_processor, _AspectConfig("pad"))
+    return _pixel_values(image_processor, frames_thwc)
+
+
+class _AspectConfig:
+    """The one config field ``process_images`` reads."""
+
+    def __init__(self, image_aspect_ratio: str):
+        self.image_aspect_ratio = image_aspect_ratio
+
+
 def load_image_from_base64(image: str | bytes) -> Image.Image:
     """Decode a base64-encoded image file (PNG, JPEG, ...)."""
     return Image.open(BytesIO(base64.b64decode(image)))

@@ -22,7 +22,7 @@ from .language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
 from .llava_arch import load_projector_weights
 from .multimodal_encoder.siglip_processor import SigLipImageProcessor
 from .multimodal_projector.builder import load_projector_plugins
-from .weights import read_json
+from .weights import read_json, read_tensor_file
 
 logger = logging.getLogger(__name__)
 
@@ -209,11 +209,14 @@ def load_pretrained_model(
         except (OSError, ValueError, RuntimeError, SafetensorError) as err:
             raise RuntimeError(f"{weights_from}: cannot load the model weights ({err})") from err
         if model_base is not None:
-            info = {"missing_keys": [k for k in info["missing_keys"] if "mm_projector" not in k]}
             projector_file = Path(model_path) / "mm_projector.bin"
             if not projector_file.is_file():
                 raise FileNotFoundError(f"{model_path}: model_base given but there is no mm_projector.bin")
             load_projector_weights(model.get_model().mm_projector, str(projector_file))
+            # only what the adapter file holds is provided; parts it leaves out (a frozen text tower)
+            # still load from their own folders below
+            provided = set(read_tensor_file(projector_file))
+            info = {"missing_keys": [k for k in info["missing_keys"] if k not in provided]}
         _check_loading(info, model, model_path)
 
     tokenizer = _load_tokenizer(tokenizer_from, model_path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +162,19 @@ class LlavaMetaForCausalLM(ABC):
     @abstractmethod
     def get_model(self):
         ...
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, then submodules that read side files (a text tokenizer shipped in a
+        subfolder) are told the checkpoint folder (``set_checkpoint_folder``)."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        folder = Path(str(pretrained_model_name_or_path))
+        if folder.is_dir():
+            for module in model.modules():
+                if hasattr(module, "set_checkpoint_folder"):
+                    module.set_checkpoint_folder(folder)
+        return loaded
 
     def get_vision_tower(self):
         return self.get_model().get_vision_tower()

@@ -41,7 +41,6 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,7 +48,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.mm_utils import expand2square, process_images
+from llava.mm_utils import process_images, process_video_frames
 from llava.utils import VideoDecodeError, load_video_frames
 
 from .preprocess import preprocess_conversation, turn_role, turn_text
@@ -505,13 +504,7 @@ class LazySupervisedDataset(Dataset):
         if num_frames and len(video.frame_indices) < num_frames:
             events.append(("note", "fewer_frames",
                            f"{path}: {video.total_frames} frame(s), {num_frames} requested; each used once"))
-        frames = video.frames
-        processor = args.image_processor
-        if args.image_aspect_ratio == "pad":
-            mean = tuple(int(x * 255) for x in processor.image_mean)
-            frames = [expand2square(Image.fromarray(f), mean) for f in frames]
-        pixels = processor.preprocess(frames, return_tensors="pt")["pixel_values"]
-        return pixels, video
+        return process_video_frames(video.frames, args.image_processor, args.image_aspect_ratio), video
 
     def _truncate(self, spec: SampleSpec, input_ids: list[int], labels: list[int], events: list):
         limit = self.tokenizer.model_max_length

@@ -194,8 +194,52 @@ def train(attn_implementation: str | None = None, argv: list[str] | None = None)
     report.merge(data_module["train_dataset"].load_report)
     if training_args.should_save:
         Path(training_args.output_dir, DATA_REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=1))
+        write_training_record(trainer, model_args, data_args, training_args, len(data_module["train_dataset"]))
         rank0_print(report.summary())
     return trainer
+
+
+TRAINING_RECORD_NAME = "training_record.json"
+
+
+def write_training_record(trainer, model_args, data_args, training_args, num_samples: int) -> None:
+    """``training_record.json``: what this stage trained on and how (read by the model card). The data
+    mixture is copied in when it is a YAML file, so the record survives the data folder."""
+    data_path = data_args.data_path or ""
+    mixture = None
+    if data_path.endswith((".yaml", ".yml")) and Path(data_path).is_file():
+        import yaml
+
+        mixture = yaml.safe_load(Path(data_path).read_text())
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    record = {
+        "stage_output": str(training_args.output_dir),
+        "model_name_or_path": model_args.model_name_or_path,
+        "vision_tower": model_args.vision_tower,
+        "mm_projector_type": model_args.mm_projector_type,
+        "hicom_preset": model_args.hicom_preset,
+        "use_guide": model_args.use_guide,
+        "pretrain_mm_mlp_adapter": model_args.pretrain_mm_mlp_adapter,
+        "mm_tunable_parts": model_args.mm_tunable_parts,
+        "version": model_args.version,
+        "data_path": data_path,
+        "data_mixture": mixture,
+        "num_samples": num_samples,
+        "num_frames": data_args.num_frames,
+        "learning_rate": training_args.learning_rate,
+        "mm_projector_lr": training_args.mm_projector_lr,
+        "guide_injector_lr": training_args.guide_injector_lr,
+        "mm_vision_tower_lr": training_args.mm_vision_tower_lr,
+        "global_batch_size": training_args.per_device_train_batch_size * training_args.world_size
+        * training_args.gradient_accumulation_steps,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "deepspeed": training_args.deepspeed if isinstance(training_args.deepspeed, str) else bool(training_args.deepspeed),
+        "world_size": training_args.world_size,
+    }
+    Path(training_args.output_dir, TRAINING_RECORD_NAME).write_text(json.dumps(record, indent=1))
 
 
 def save_trained_model(trainer: LLaVATrainer, model, tokenizer, output_dir: str) -> None:

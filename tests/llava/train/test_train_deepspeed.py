@@ -80,3 +80,84 @@ def test_zero3_on_two_ranks_matches_one_process(runs, tiny_dir, tmp_path):
     assert single.keys() == zero3.keys()
     for step in single:
         assert single[step] == pytest.approx(zero3[step], rel=1e-5, abs=1e-5), step
+
+
+# --------------------------------------------------------------------------- export of these runs
+
+LOGITS_SCRIPT = """
+import sys, torch, llava
+from transformers import AutoModelForCausalLM
+sys.path.insert(0, sys.argv[3])
+from tests.llava.train.test_train_deepspeed import probe_inputs
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
+with torch.no_grad():
+    torch.save(model(**probe_inputs(model, sys.argv[4])).logits, sys.argv[2])
+"""
+
+
+def probe_inputs(model, data_dir) -> dict:
+    """A fixed video question in the model's own format."""
+    from llava.mm_utils import tokenizer_image_token
+    from llava.utils import load_video_frames
+    from transformers import AutoTokenizer
+
+    folder = model.config._name_or_path or model.name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    frames = load_video_frames(f"{data_dir}/videos/vid_0000.mp4", num_frames=8).frames
+    pixels = model.get_vision_tower().image_processor.preprocess(frames, return_tensors="pt")["pixel_values"]
+    prompt = "<|im_start|>user\n<image>\nDescribe the red square.<|im_end|>\n<|im_start|>assistant\n"
+    ids = tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None]
+    return {"input_ids": ids, "images": [pixels], "modalities": ["video"], "instructions": ["Describe the red square."]}
+
+
+def logits_of(folder, data_dir, base=None):
+    from llava.model.builder import load_pretrained_model
+
+    _, model, _, _ = load_pretrained_model(str(folder), base, None, device_map="cpu", torch_dtype="float32")
+    model.config._name_or_path = str(folder if base is None else base)
+    with torch.no_grad():
+        return model(**probe_inputs(model, data_dir)).logits
+
+
+def test_export_full_and_zero3_checkpoint_load_identically(runs, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from llava.export import export
+    from tests.helpers.training import REPO
+
+    stage3 = runs["out"] / "stage3"
+    trained = logits_of(stage3, runs["data"])
+    full = export(stage3, tmp_path / "full")
+    shards_only = tmp_path / "checkpoint-6"
+    shutil.copytree(stage3 / "checkpoint-6", shards_only, ignore=shutil.ignore_patterns("model*.safetensors*"))
+    from_shards = export(shards_only, tmp_path / "from_shards")
+    for folder in (full, from_shards):
+        names = {p.name for p in folder.rglob("*")}
+        assert "model.safetensors" in names and "README.md" in names and "text_tokenizer" in names
+        assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
+        config = json.loads((folder / "config.json").read_text())
+        assert config["model_type"] == "llava_qwen" and config["mm_vision_tower"] == "siglip-tiny"
+        assert str(tmp_path) not in (folder / "config.json").read_text()
+        assert torch.equal(logits_of(folder, runs["data"]), trained)
+    out = tmp_path / "auto_logits.pt"
+    subprocess.run([sys.executable, "-c", LOGITS_SCRIPT, str(full), str(out), str(REPO), str(runs["data"])],
+                   check=True, cwd=tmp_path, capture_output=True)
+    assert torch.equal(torch.load(out, weights_only=True), trained)
+    card = (full / "README.md").read_text()
+    assert "| 32 | 104 |" in card and "stage2.json" in card and "stage3.json" in card
+
+
+def test_export_adapter_stage_with_its_base_llm(runs, tiny_dir, tmp_path):
+    from llava.export import ExportError, export
+
+    stage2 = runs["out"] / "stage2"
+    with pytest.raises(ExportError, match="--base-llm"):
+        export(stage2, tmp_path / "no_base")
+    folder = export(stage2, tmp_path / "stage2", base_llm=tiny_dir / "qwen2-tiny")
+    exported, siglip = load_file(folder / "model.safetensors"), load_file(tiny_dir / "siglip-tiny" / "model.safetensors")
+    prefix = "model.mm_projector.text_encoder."
+    text_keys = [k for k in exported if k.startswith(prefix)]
+    assert text_keys and all(torch.equal(exported[k], siglip[k.removeprefix(prefix)]) for k in text_keys)
+    assert torch.equal(logits_of(folder, runs["data"]), logits_of(stage2, runs["data"], base=str(tiny_dir / "qwen2-tiny")))

@@ -1,0 +1,223 @@
+"""Shared video QA inference, in the ``model_vqa`` style: one process answers one chunk of a benchmark's
+questions and appends the answers to a JSONL file.
+
+Per question: resolve the video -> sample ``--num-frames`` frames (the whole video, the question's
+segment, or a frame folder) -> pixel values -> prompt in the chat template with one ``<image>`` ->
+``model.generate(..., instructions=[bare question])`` -> one answer line. The bare question is the
+instruction a HICom projector is conditioned on; the LLM gets the full benchmark prompt.
+
+Resuming: questions already in ``--answers-file`` (for the same question set and settings) are
+skipped, so rerunning an interrupted command answers only what is missing. A video that cannot be
+decoded is recorded as a failed item and the run goes on; missing videos are an error before the
+model is loaded (or, with ``--allow-missing-videos``, failed items too).
+
+The thin entry points are ``llava.eval.model_video_mcqa`` and ``llava.eval.model_video_oqa``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from llava.conversation import SeparatorStyle, conv_templates
+from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, tokenizer_image_token
+from llava.utils import VideoDecodeError, get_chunk
+
+from .answers import AnswerWriter, check_answers, read_answers, write_lines
+from .benchmarks import BENCHMARKS, PROMPT_STYLES
+from .cli import MissingVideoError, UsageError, add_question_args, command, questions_from_args
+from .questions import VideoQuestion
+from .video_io import Clip, clip_pixels, load_clip, read_srt, resolve_video, subtitles_at
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    tokenizer: Any
+    model: Any
+    image_processor: Any
+
+
+def build_parser(kind: str, max_new_tokens: int, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--model-base", default=None)
+    add_question_args(parser, kind)
+    parser.add_argument("--video-folder", required=True)
+    parser.add_argument("--subtitle-folder", default=None,
+                        help="videomme only: add the subtitles shown at the sampled frames (<videoID>.srt)")
+    parser.add_argument("--answers-file", required=True, help="JSONL; appended to, and resumed from if it exists")
+    parser.add_argument("--conv-mode", default="qwen_1_5")
+    parser.add_argument("--prompt-style", default="hicom", choices=PROMPT_STYLES,
+                        help="hicom: the release's prompts; lmms: lmms-eval's default prompts")
+    parser.add_argument("--num-chunks", type=int, default=1)
+    parser.add_argument("--chunk-idx", type=int, default=0)
+    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled per video (no upper limit)")
+    parser.add_argument("--video-backend", default="auto", choices=("auto", "decord", "pyav"))
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
+    parser.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--seed", type=int, default=0, help="with sampling: each question gets seed(seed, question id)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda:0 ...")
+    parser.add_argument("--torch-dtype", default=None, help="float16 / bfloat16 / float32 (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--attn-implementation", default=None)
+    parser.add_argument("--allow-missing-videos", action="store_true",
+                        help="record questions whose video is missing as failed instead of stopping")
+    parser.add_argument("--retry-failed", action="store_true", help="answer again the items recorded as failed")
+    return parser
+
+
+def load_model(args: argparse.Namespace) -> LoadedModel:
+    from llava.model.builder import load_pretrained_model
+
+    dtype = args.torch_dtype or ("bfloat16" if torch.cuda.is_available() and args.device != "cpu" else "float32")
+    tokenizer, model, image_processor, _ = load_pretrained_model(
+        args.model_path, args.model_base, get_model_name_from_path(args.model_path), device_map=args.device,
+        torch_dtype=dtype, attn_implementation=args.attn_implementation,
+    )
+    if image_processor is None:
+        raise UsageError(f"{args.model_path} has no vision tower: it cannot answer video questions")
+    return LoadedModel(tokenizer, model, image_processor)
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """The settings that shape the answers; an answers file is only resumed under the same ones."""
+    return {
+        "benchmark": args.benchmark, "model_id": get_model_name_from_path(args.model_path),
+        "model_base": args.model_base, "conv_mode": args.conv_mode, "prompt_style": args.prompt_style,
+        "num_frames": args.num_frames, "subtitles": args.subtitle_folder is not None,
+        "temperature": args.temperature, "top_p": args.top_p, "num_beams": args.num_beams,
+        "max_new_tokens": args.max_new_tokens, "seed": args.seed, "torch_dtype": args.torch_dtype,
+    }
+
+
+def item_seed(seed: int, qid: str) -> int:
+    """A per-question seed, so sampled answers do not depend on how questions are chunked."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{qid}".encode()).digest()[:8], "little") % (2**63)
+
+
+class VideoQA:
+    """Answers questions with one loaded model, one at a time, under the run's flags."""
+
+    def __init__(self, loaded: LoadedModel, args: argparse.Namespace):
+        self.loaded = loaded
+        self.args = args
+        self._last: tuple[tuple, Clip, torch.Tensor] | None = None  # consecutive questions often share a video
+
+    def visual(self, question: VideoQuestion, path: Path) -> tuple[Clip, torch.Tensor]:
+        key = (path, question.bound)
+        if self._last is None or self._last[0] != key:
+            clip = load_clip(path, self.args.num_frames, question.bound, backend=self.args.video_backend)
+            aspect = getattr(self.loaded.model.config, "image_aspect_ratio", None)
+            self._last = (key, clip, clip_pixels(clip, self.loaded.image_processor, aspect))
+        return self._last[1], self._last[2]
+
+    def subtitles(self, question: VideoQuestion, clip: Clip) -> str | None:
+        if self.args.subtitle_folder is None:
+            return None
+        srt = Path(self.args.subtitle_folder) / question.info.get("subtitle", "")
+        return subtitles_at(read_srt(srt), clip.times) if srt.is_file() else ""
+
+    def answer(self, prompt: str, instruction: str, pixels: torch.Tensor, qid: str) -> str:
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        image = DEFAULT_IMAGE_TOKEN
+        if getattr(model.config, "mm_use_im_start_end", False):
+            image = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN
+        conv = conv_templates[self.args.conv_mode].copy()
+        conv.append_message(conv.roles[0], f"{image}\n{prompt}")
+        conv.append_message(conv.roles[1], None)
+        device = next(model.parameters()).device
+        ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None].to(device)
+        stop = conv.sep2 if conv.sep_style == SeparatorStyle.TWO else conv.sep
+        sample = self.args.temperature > 0
+        if sample:
+            torch.manual_seed(item_seed(self.args.seed, qid))
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), images=[pixels.to(device=device, dtype=model.dtype)],
+            modalities=["video"], instructions=[instruction], do_sample=sample, temperature=self.args.temperature,
+            top_p=self.args.top_p, num_beams=self.args.num_beams, max_new_tokens=self.args.max_new_tokens,
+            use_cache=True, pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            stopping_criteria=[KeywordsStoppingCriteria([stop], tokenizer, ids)] if stop else None,
+        )
+        text = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
+        return text[: -len(stop)].strip() if stop and text.endswith(stop) else text
+
+
+def run_inference(args: argparse.Namespace, loaded: LoadedModel | None = None) -> dict:
+    """Answers this chunk's unanswered questions; returns counts. ``loaded`` skips model loading."""
+    benchmark = BENCHMARKS[args.benchmark]
+    if args.subtitle_folder is not None and args.benchmark != "videomme":
+        raise UsageError("--subtitle-folder is only used by videomme")
+    if not 0 <= args.chunk_idx < args.num_chunks:
+        raise UsageError(f"--chunk-idx {args.chunk_idx} is outside [0, --num-chunks {args.num_chunks})")
+    questions, fingerprint = questions_from_args(args)
+    chunk = list(get_chunk(questions, args.num_chunks, args.chunk_idx))
+    path = Path(args.answers_file)
+    run = run_settings(args)
+
+    existing = read_answers(path, repair=True)
+    check_answers(path, existing, fingerprint, questions, run=run)
+    if args.retry_failed and any(r["failed"] for r in existing.values()):
+        existing = {qid: r for qid, r in existing.items() if not r["failed"]}
+        write_lines(path, existing.values())
+    todo = [q for q in chunk if q.qid not in existing]
+    logger.info("%s chunk %d/%d: %d questions, %d already answered in %s, %d to answer", args.benchmark,
+                args.chunk_idx, args.num_chunks, len(chunk), len(chunk) - len(todo), path, len(todo))
+
+    folder = Path(args.video_folder)
+    videos = {q.qid: resolve_video(folder, q.videos) for q in todo}
+    missing = [q for q in todo if videos[q.qid] is None]
+    if missing and not args.allow_missing_videos:
+        examples = ", ".join(str(folder / q.videos[0]) for q in missing[:3])
+        raise MissingVideoError(
+            f"{len(missing)} of {len(todo)} questions to answer have no video under {folder}, e.g. {examples} "
+            "(pass --allow-missing-videos to record them as failed and go on)"
+        )
+    counts = {"chunk_questions": len(chunk), "already_answered": len(chunk) - len(todo), "answered": 0, "failed": 0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    if not todo:
+        return counts
+
+    loaded = loaded or load_model(args)
+    qa = VideoQA(loaded, args)
+    with AnswerWriter(path) as writer:
+        for question in tqdm(todo, desc=f"{args.benchmark} {args.chunk_idx + 1}/{args.num_chunks}", unit="q"):
+            prompt = text = failed = None
+            video = videos[question.qid]
+            if video is None:
+                failed = f"video not found under {folder} (tried {', '.join(question.videos[:3])} ...)"
+            else:
+                try:
+                    clip, pixels = qa.visual(question, video)
+                except VideoDecodeError as err:
+                    logger.warning("question %s: %s", question.qid, err)
+                    failed = str(err)
+                else:
+                    prompt = benchmark.prompt(question, args.prompt_style, qa.subtitles(question, clip))
+                    text = qa.answer(prompt, question.question, pixels, question.qid)
+            writer.write({"question_id": question.qid, "prompt": prompt, "text": text, "model_id": run["model_id"],
+                          "failed": failed, "question_set": fingerprint, "run": run})
+            counts["failed" if failed else "answered"] += 1
+    logger.info("%s: answered %d, failed %d (written to %s)", args.benchmark, counts["answered"], counts["failed"], path)
+    return counts
+
+
+def make_main(kind: str, max_new_tokens: int, description: str):
+    """``main(argv)`` of an inference command for the benchmarks of ``kind``."""
+
+    def run(args: argparse.Namespace) -> int:
+        run_inference(args)
+        return 0
+
+    return command(run, build_parser(kind, max_new_tokens, description))
