@@ -11,7 +11,7 @@ Registered through the ``llava.projectors`` entry point (``register`` below) und
 
 Module layout (parameter names under ``model.mm_projector.``): ``compressor.local_compressor.*``,
 ``compressor.global_compressor.*`` and, when the branches are conditioned, ``text_encoder.text_model.*``
-(SigLIP's text tower, frozen by default).
+(SigLIP's text tower, frozen by default; read from `config.mm_text_tower`, `--text_tower` in training, else the vision tower folder).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class HIComProjector(StructuredProjector):
         self.text_encoder = None
         text_dim = config.mm_hidden_size
         if cfg.uses_text:
-            folder = getattr(config, "mm_vision_tower", None)
+            folder = getattr(config, "mm_text_tower", None) or getattr(config, "mm_vision_tower", None)
             stored = getattr(config, "hicom_text_config", None)
             self.text_encoder = SiglipTextEncoder(folder, text_config=stored, delay_load=delay_load,
                                                   tokenizer_subfolder=getattr(config, "hicom_text_tokenizer", None))

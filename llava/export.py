@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_TOKENIZER_DIR = "text_tokenizer"
 #: config keys that name folders of the machine the model was trained on
-PATH_KEYS = ("mm_vision_tower", "vision_tower_pretrained", "_name_or_path", "name_or_path")
+PATH_KEYS = ("mm_vision_tower", "mm_text_tower", "vision_tower_pretrained", "_name_or_path", "name_or_path")
 
 
 class ExportError(RuntimeError):

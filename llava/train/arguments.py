@@ -78,6 +78,8 @@ class ModelArguments:
         default=None, metadata={"help": "off | direct | coarse | fine (release strings); off also for presets"})
     hicom_overrides: str | None = field(
         default=None, metadata={"help": 'JSON of HIComConfig fields, e.g. {"local_kernel": [4, 3, 3]}'})
+    text_tower: str | None = field(
+        default=None, metadata={"help": "SigLIP folder of the instruction (text) tower; default: --vision_tower"})
 
     def __post_init__(self) -> None:
         if self.mm_tunable_parts:

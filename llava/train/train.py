@@ -89,6 +89,7 @@ def _write_model_config(config, model_args: ModelArguments, data_args: DataArgum
         "num_frames": data_args.num_frames,
         "hicom_preset": model_args.hicom_preset,
         "use_guide": model_args.use_guide,
+        "mm_text_tower": model_args.text_tower,
     }
     if model_args.hicom_overrides:
         try:
