@@ -11,7 +11,8 @@ Registered through the ``llava.projectors`` entry point (``register`` below) und
 
 Module layout (parameter names under ``model.mm_projector.``): ``compressor.local_compressor.*``,
 ``compressor.global_compressor.*`` and, when the branches are conditioned, ``text_encoder.text_model.*``
-(SigLIP's text tower, frozen by default; read from `config.mm_text_tower`, `--text_tower` in training, else the vision tower folder).
+(SigLIP's text tower, frozen by default; read from ``config.mm_text_tower`` — ``--text_tower`` in
+training — else from the vision tower's folder).
 """
 
 from __future__ import annotations
