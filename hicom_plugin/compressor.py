@@ -55,6 +55,20 @@ class HIComCompressor(nn.Module):
         """Rows returned for one item of ``t`` frames on an ``h x w`` grid."""
         return self.config.num_output_tokens(t, h, w, modality)
 
+    @property
+    def fold_attention(self) -> bool:
+        """Whether the global branch runs its folded form (default) or the textbook one.
+
+        Both give the same outputs and gradients (``tests/hicom_plugin/test_compressor.py``); the
+        textbook form projects every key and value and exists to check the fold and to benchmark it.
+        """
+        return self.global_compressor is None or self.global_compressor.fold_attention
+
+    @fold_attention.setter
+    def fold_attention(self, value: bool) -> None:
+        if self.global_compressor is not None:
+            self.global_compressor.fold_attention = bool(value)
+
     # ---- parameter groups ----------------------------------------------------------------------
     def named_injector_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """Parameters of the instruction injectors (their own learning-rate group in stage 2).

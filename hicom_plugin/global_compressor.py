@@ -7,8 +7,20 @@
 * ``Pos``: :class:`~hicom_plugin.position.PositionEmbedding3D`, ``"split"`` or ``"sum"`` form, added
   to the keys and, with ``pos_emb_on_values``, to the values.
 * ``MHA``: :class:`~hicom_plugin.injection.MultiHeadAttention` with
-  ``num_attention_heads(d, attn_head_dim)`` heads (9 of 128 for SigLIP's 1152), run in its folded form
-  so that the ~23k keys of a 32-frame video are never projected.
+  ``num_attention_heads(d, attn_head_dim)`` heads (9 of 128 for SigLIP's 1152).
+
+The default compute path (``fold_attention = True``) gives the same outputs and gradients as the
+textbook form at a fraction of the cost (32 frames: fwd+bwd ~4x less work with distinct queries,
+~100x less under direct injection):
+
+* the key and value projections are folded into the queries and applied after the weighted sum
+  (``MultiHeadAttention.forward_folded``), so the ~23k keys of a 32-frame video are never projected;
+* ``Pos`` stays factored (``PositionGrid``): ``V + Pos`` is never built;
+* under direct injection all ``N`` queries are the same vector, so one is attended and its output
+  repeated.
+
+``fold_attention = False`` runs the textbook form (the release's computation); tests and
+``benchmarks`` compare the two.
 
 Items of different lengths are padded to the longest with a key mask; the padded keys get weight 0.
 """
@@ -60,20 +72,27 @@ class GlobalCompressor(nn.Module):
         self.pos_emb = PositionEmbedding3D(vision_dim, cfg.pos_emb, max_positions=cfg.max_num_frames)
         self.readout = two_layer_mlp(vision_dim, llm_dim)
         self.last_attention: dict[str, torch.Tensor] | None = None
+        self.fold_attention = True
         self.apply(init_weights)
+
+    @staticmethod
+    def _padded(features: torch.Tensor, frames_per_item: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(B, T_max, H, W, d)`` items and the key mask ``(B, T_max*H*W)`` (None when none is padded)."""
+        padded, frame_valid = pad_items(features, frames_per_item)
+        b, t, h, w, _ = padded.shape
+        if frame_valid is None:
+            return padded, None
+        return padded, frame_valid[:, :, None].expand(b, t, h * w).reshape(b, t * h * w)
 
     def keys_and_values(
         self, features: torch.Tensor, frames_per_item: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Flattened keys and values ``(B, T_max*H*W, d)`` and the key mask ``(B, T_max*H*W)`` or None."""
-        padded, frame_valid = pad_items(features, frames_per_item)
+        padded, key_valid = self._padded(features, frames_per_item)
         b, t, h, w, d = padded.shape
         with_pos = padded + self.pos_emb(t, h, w, dtype=padded.dtype, device=padded.device)
         keys = with_pos.reshape(b, t * h * w, d)
         values = keys if self.cfg.pos_emb_on_values else padded.reshape(b, t * h * w, d)
-        key_valid = None
-        if frame_valid is not None:
-            key_valid = frame_valid[:, :, None].expand(b, t, h * w).reshape(b, t * h * w)
         return keys, values, key_valid
 
     def forward(
@@ -89,12 +108,35 @@ class GlobalCompressor(nn.Module):
         With ``cfg.return_attention``, ``self.last_attention`` holds ``"weights"``
         ``(B, heads, N, T_max*H*W)`` (0 on padded frames) and ``"valid"`` ``(B, T_max*H*W)``.
         """
-        keys, values, key_valid = self.keys_and_values(features, frames_per_item)
-        b = keys.shape[0]
-        queries = self.query.to(features.dtype)[None].expand(b, -1, -1)
+        queries = self.query.to(features.dtype)[None].expand(len(frames_per_item), -1, -1)
         queries = self.injector(queries, text_pooled, text_tokens, text_mask)
-        attended, weights = self.attn.forward_folded(queries, keys, values, key_valid)
+        if self.fold_attention:
+            tokens, weights, key_valid = self._folded(features, frames_per_item, queries)
+        else:
+            keys, values, key_valid = self.keys_and_values(features, frames_per_item)
+            attended, weights = self.attn(queries, keys, values, key_valid)
+            tokens = self.readout(queries + attended)
         if self.cfg.return_attention:
-            valid = key_valid if key_valid is not None else keys.new_ones(keys.shape[:2], dtype=torch.bool)
-            self.last_attention = {"weights": weights.detach(), "valid": valid}
-        return self.readout(queries + attended)
+            if key_valid is None:
+                key_valid = torch.ones(weights.shape[0], weights.shape[-1], dtype=torch.bool, device=weights.device)
+            self.last_attention = {"weights": weights.detach(), "valid": key_valid}
+        return tokens
+
+    def _folded(
+        self, features: torch.Tensor, frames_per_item: list[int], queries: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The folded form of ``readout(Q + MHA(Q, V + Pos, V (+ Pos)))``: ``(tokens, weights, key_valid)``."""
+        padded, key_valid = self._padded(features, frames_per_item)
+        b, t, h, w, d = padded.shape
+        flat = padded.reshape(b, t * h * w, d)  # a view: the keys and values themselves
+        pos = self.pos_emb.grid(t, h, w, dtype=padded.dtype, device=padded.device)
+        shared = self.injector.kind == "direct"  # every query is the instruction: attend once
+        unique = queries[:, :1] if shared else queries
+        attended, weights = self.attn.forward_folded(
+            unique, flat, flat, key_valid, key_pos=pos, value_pos=pos if self.cfg.pos_emb_on_values else None
+        )
+        tokens = self.readout(unique + attended)
+        if shared:
+            n = queries.shape[1]
+            tokens, weights = tokens.expand(-1, n, -1), weights.expand(-1, -1, n, -1)
+        return tokens, weights, key_valid

@@ -206,3 +206,43 @@ def test_input_errors():
         make("release")(feats, frames, ["video", "image"], text_pooled=inputs["text_pooled"])
     with pytest.raises(ValueError, match="text_tokens must be"):
         make("paper", local_injection="fine")(feats, frames, ["video", "image"], text_pooled=inputs["text_pooled"])
+
+
+def forward_backward(module, frames, modalities, inputs):
+    """Outputs and every gradient (parameters and inputs) of one fwd+bwd pass."""
+    module.zero_grad(set_to_none=True)
+    inputs = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
+    out = module(inputs["features"], frames, modalities, **{k: v for k, v in inputs.items() if k != "features"})
+    torch.stack([(o * torch.linspace(-1, 1, o.shape[-1])).square().mean() for o in out]).sum().backward()
+    grads = {f"param {n}": p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    grads.update({f"input {k}": v.grad for k, v in inputs.items() if v.grad is not None})
+    return out, grads
+
+
+@pytest.mark.parametrize("kind", INJECTIONS)
+@pytest.mark.parametrize("preset", ["paper", "release"])
+def test_folded_attention_equals_straightforward(preset, kind):
+    """The default (folded) global branch against the textbook one: same outputs, same gradients."""
+    module = make(preset, local_injection=kind, global_injection=kind)
+    with torch.no_grad():
+        # The init leaves biases and queries at zero and weights at std 0.02 (near-uniform attention,
+        # gradients ~1e-7): randomise them so that the fold is tested and every gradient is O(0.01..1).
+        for name, param in module.named_parameters():
+            if name.endswith(("bias", "query")):
+                param.normal_(0, 0.5)
+            elif param.ndim == 2:
+                param.normal_(0, param.shape[1] ** -0.5)
+    frames = [8, 3, 1]  # unequal lengths: padded keys in the global branch
+    modalities = ["video", "video", "image"]
+    inputs = batch(frames)
+    assert module.fold_attention
+    folded, folded_grads = forward_backward(module, frames, modalities, inputs)
+    module.fold_attention = False
+    plain, plain_grads = forward_backward(module, frames, modalities, inputs)
+    for x, y in zip(folded, plain):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    assert folded_grads.keys() == plain_grads.keys()
+    assert "param global_compressor.attn.k_proj.weight" in folded_grads
+    assert ("input text_pooled" in folded_grads) == (kind in ("direct", "coarse"))
+    for name, grad in folded_grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], atol=1e-5, rtol=0, msg=lambda m: f"{name}: {m}")

@@ -69,3 +69,19 @@ def test_tables_stay_float32_under_module_casts():
     module = PositionEmbedding3D(32, "sum", max_positions=8).to(torch.bfloat16)
     torch.testing.assert_close(module(3, 4, 5), position_embedding_3d(3, 4, 5, 32, "sum"))
     assert module(3, 4, 5, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("form", ["sum", "split"])
+def test_factored_grid_equals_the_dense_embedding(form):
+    """``PositionGrid.dot`` / ``pool`` are ``x . Pos`` and ``sum_p w_p Pos_p`` without building ``Pos``."""
+    module = PositionEmbedding3D(32, form, max_positions=4)
+    grid = module.grid(3, 4, 5)
+    dense = module(3, 4, 5)
+    torch.testing.assert_close(grid.dense(), dense)
+    flat = dense.reshape(60, 32)
+    g = torch.Generator().manual_seed(0)
+    x, weights = torch.randn(2, 7, 32, generator=g), torch.rand(2, 7, 60, generator=g)
+    torch.testing.assert_close(grid.dot(x), x @ flat.T, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grid.pool(weights), weights @ flat, atol=1e-5, rtol=1e-6)
+    half = module.grid(3, 4, 5, dtype=torch.bfloat16)
+    assert half.dot(x.bfloat16()).dtype == torch.bfloat16 and half.pool(weights.bfloat16()).dtype == torch.bfloat16
