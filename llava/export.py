@@ -232,17 +232,7 @@ def _check_folder(out: Path) -> None:
 
 
 def _token_table(model) -> list[tuple[int, int]]:
-    projector = model.get_model().mm_projector
-    tower = model.get_vision_tower()
-    side = tower.num_patches_per_side
-    rows = []
-    for frames in (8, 16, 32, 64, 128):
-        if hasattr(projector, "num_output_tokens"):
-            rows.append((frames, projector.num_output_tokens(frames, side, side)))
-        else:
-            pooled = -(-side // int(getattr(model.config, "mm_spatial_pool_stride", None) or 2))
-            rows.append((frames, frames * pooled * pooled))
-    return rows
+    return [(frames, model.num_visual_tokens(frames, "video")) for frames in (8, 16, 32, 64, 128)]
 
 
 def model_card(model, name: str, records: list[dict]) -> str:

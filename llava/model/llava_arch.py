@@ -233,6 +233,27 @@ class LlavaMetaForCausalLM(ABC):
             return torch.cat([pooled.flatten(0, 1), nl[None]])
         raise ValueError(f"mm_newline_position {position!r} is not one of grid, frame, one_token, no_token")
 
+    @torch.no_grad()
+    def num_visual_tokens(self, num_frames: int, modality: str = "video") -> int:
+        """Number of LLM tokens one visual item of ``num_frames`` frames becomes.
+
+        A structured projector says it itself (``num_output_tokens``). For token-wise projectors the
+        pooling and newline rules above run on zero features of one and of two frames: every layout
+        adds the same number of tokens per frame, so two small probes give the count for any length.
+        """
+        projector = self.get_model().mm_projector
+        side = self.get_vision_tower().num_patches_per_side
+        if isinstance(projector, StructuredProjector):
+            return projector.num_output_tokens(num_frames, side, side, modality)
+        weight = self.get_input_embeddings().weight
+
+        def probe(frames: int) -> int:
+            feats = weight.new_zeros(frames, side * side, self.config.hidden_size)
+            return self._tokenwise_item(feats, modality).shape[0]
+
+        one_frame = probe(1)
+        return one_frame + (probe(2) - one_frame) * (num_frames - 1)
+
     def encode_visual_items(
         self, items: list[torch.Tensor], modalities: list[str], instructions: list[str] | None = None
     ) -> list[torch.Tensor]:

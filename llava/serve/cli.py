@@ -42,7 +42,6 @@ from llava.mm_utils import (
     tokenizer_image_token,
 )
 from llava.model.builder import load_pretrained_model, read_model_config
-from llava.model.multimodal_projector.base import StructuredProjector
 from llava.utils import VideoDecodeError, load_video_frames
 
 logger = logging.getLogger("llava.serve.cli")
@@ -113,27 +112,9 @@ def read_image(path: str | Path) -> Image.Image:
         raise CliInputError(f"cannot read image {path}: {err}") from None
 
 
-@torch.no_grad()
 def visual_token_count(model: Any, num_frames: int, modality: str) -> int:
-    """Number of LLM tokens one visual item of ``num_frames`` frames becomes.
-
-    A structured projector (HICom) says it itself (``num_output_tokens``). For token-wise projectors
-    the architecture's own OneVision pooling and newline rules are run on zero features of one and of
-    two frames: every layout adds the same number of tokens per frame, so the two probes give the count
-    for any number of frames without restating those rules here.
-    """
-    projector = model.get_model().mm_projector
-    side = model.get_vision_tower().num_patches_per_side
-    if isinstance(projector, StructuredProjector):
-        return projector.num_output_tokens(num_frames, side, side, modality)
-    weight = model.get_input_embeddings().weight
-
-    def probe(frames: int) -> int:
-        feats = weight.new_zeros(frames, side * side, model.config.hidden_size)
-        return model._tokenwise_item(feats, modality).shape[0]
-
-    one_frame = probe(1)
-    return one_frame + (probe(2) - one_frame) * (num_frames - 1)
+    """Number of LLM tokens one visual item of ``num_frames`` frames becomes (the model's own count)."""
+    return model.num_visual_tokens(num_frames, modality)
 
 
 # --------------------------------------------------------------------------- conversation
