@@ -33,6 +33,7 @@ FORMULAS = ("paper", "release")
 POS_EMB_FORMS = ("split", "sum")
 QUERY_POOLS = ("mean", "trilinear")
 GROUP_SCHEMES = ("pad", "overlap")
+LOCAL_MODES = ("attention", "average")
 MODALITIES = ("image", "video", "text")
 
 
@@ -67,6 +68,9 @@ class HIComConfig:
             concatenated; ``"sum"``: the sum of three full-width tables (symmetric in the axes).
         pos_emb_on_values: add the position embedding to the global values too (release), not only
             to the keys (paper).
+        local_mode: ``"attention"`` (HICom: the query attends over its group) or ``"average"``: each
+            group's token is the uniform mean of its members through the readout MLP, the plain
+            ``(alpha_T, alpha_H, alpha_W)`` average-pool baseline (no injection, no adapters).
         query_pool: local query before injection: ``"mean"`` of the group's members, or
             ``"trilinear"`` resize to the group grid with ``align_corners=False`` (release).
         group_scheme: grouping of an axis whose length ``n`` is not a multiple of ``k``; both give
@@ -100,6 +104,7 @@ class HIComConfig:
     fine_pad_mask: bool = True
     pos_emb: str = "split"
     pos_emb_on_values: bool = False
+    local_mode: str = "attention"
     query_pool: str = "mean"
     group_scheme: str = "pad"
     dense_keys: bool = False
@@ -139,6 +144,7 @@ class HIComConfig:
         _check_choice("coarse_formula", self.coarse_formula, FORMULAS)
         _check_choice("fine_formula", self.fine_formula, FORMULAS)
         _check_choice("pos_emb", self.pos_emb, POS_EMB_FORMS)
+        _check_choice("local_mode", self.local_mode, LOCAL_MODES)
         _check_choice("query_pool", self.query_pool, QUERY_POOLS)
         _check_choice("group_scheme", self.group_scheme, GROUP_SCHEMES)
         for name in ("fine_pad_mask", "pos_emb_on_values", "dense_keys", "adapt_q", "adapt_k",
@@ -156,6 +162,14 @@ class HIComConfig:
             used = [n for n in ("adapt_q", "adapt_k", "adapt_v", "adapt_g") if getattr(self, n)]
             if used:
                 raise ValueError(f"HIComConfig: {used} need a local branch, but local_kernel=None")
+        if self.local_mode == "average":
+            used = [n for n in ("adapt_q", "adapt_k", "adapt_v", "adapt_g", "dense_keys") if getattr(self, n)]
+            if kernel is None or self.local_injection != "none" or used:
+                raise ValueError(
+                    "HIComConfig.local_mode='average' is the plain average-pool baseline: it needs a "
+                    f"local_kernel, local_injection='none' and no local adapters/dense keys (got "
+                    f"local_kernel={kernel}, local_injection={self.local_injection!r}, {used or 'no adapters'})"
+                )
         if self.num_global_queries == 0 and self.global_injection != "none":
             raise ValueError(
                 f"HIComConfig: num_global_queries=0 disables the global branch, but "

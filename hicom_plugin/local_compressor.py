@@ -10,6 +10,9 @@ For every group (row-major over ``(t', h', w')``, ``ceil(n / alpha)`` groups per
    values are the features. Both may pass a gated adapter (``adapt_k``, ``adapt_v``).
 4. ``readout``: MLP ``d -> D -> D``.
 
+``local_mode="average"`` replaces step 3 by the uniform mean of the group's members: the plain
+average-pool baseline of the paper's ablation, same grouping and readout.
+
 Axes whose length is not a multiple of the kernel are grouped by :func:`axis_groups`.
 
 The whole micro-batch is computed at once: items are padded to the largest temporal group count and
@@ -231,9 +234,12 @@ class LocalCompressor(nn.Module):
             keys = self.k_adapter(keys)
         values = raw_values if self.v_adapter is None else self.v_adapter(raw_values)
 
-        logits = torch.einsum("bgd,bgmd->bgm", query, keys).float() / math.sqrt(dim)
-        logits = logits.masked_fill(~valid, torch.finfo(torch.float32).min)
-        weights = torch.softmax(logits, dim=-1)
+        if self.cfg.local_mode == "average":  # the average-pool baseline: uniform weights
+            weights = valid.float() / valid.sum(-1, keepdim=True).clamp(min=1)
+        else:
+            logits = torch.einsum("bgd,bgmd->bgm", query, keys).float() / math.sqrt(dim)
+            logits = logits.masked_fill(~valid, torch.finfo(torch.float32).min)
+            weights = torch.softmax(logits, dim=-1)
         mixed = torch.einsum("bgm,bgmd->bgd", weights.to(values.dtype), values)
         tokens = self.readout(mixed)
 

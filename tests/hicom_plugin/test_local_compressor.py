@@ -247,3 +247,26 @@ def test_attention_maps():
     assert att["valid"][1].sum() == 6 * 9
     image_coords = {tuple(c) for c in att["coords"][1][att["valid"][1]].tolist()}
     assert image_coords == {(0, y, x) for y in range(7) for x in range(6)}
+
+
+def test_average_mode_is_plain_average_pooling_then_readout():
+    """local_mode='average' (the ablation's (4,3,3) average-pool row): T=6, H=7, W=6 with the pad
+    scheme give ragged groups; each token is the readout of the uniform mean of its real members."""
+    module = make_module(local_injection="none", local_mode="average")
+    feats = torch.randn(6, 7, 6, D)
+    out, valid = module(feats, [6], [4])
+    kt, kh, kw = module.cfg.local_kernel
+    expected = []
+    for t0 in range(0, 6, kt):
+        for h0 in range(0, 7, kh):
+            for w0 in range(0, 6, kw):
+                block = feats[t0:t0 + kt, h0:h0 + kh, w0:w0 + kw].reshape(-1, D)
+                expected.append(module.readout(block.mean(0)))
+    assert int(valid.sum()) == len(expected)
+    torch.testing.assert_close(out[0, :len(expected)], torch.stack(expected), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("changes", [dict(local_injection="direct"), dict(local_injection="none", adapt_k=True)])
+def test_average_mode_refuses_options_it_would_ignore(changes):
+    with pytest.raises(ValueError, match="average-pool baseline"):
+        make_module(local_mode="average", **changes)
