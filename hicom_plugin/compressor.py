@@ -13,7 +13,7 @@ from torch import nn
 
 from hicom_plugin.config import MODALITIES, HIComConfig
 from hicom_plugin.global_compressor import GlobalCompressor
-from hicom_plugin.injection import GuideInjector
+from hicom_plugin.injection import GuideInjector, check_text_tokens
 from hicom_plugin.local_compressor import LocalCompressor
 
 
@@ -114,14 +114,7 @@ class HIComCompressor(nn.Module):
             got = None if text_pooled is None else tuple(text_pooled.shape)
             raise ValueError(f"HIComCompressor: text_pooled must be ({n}, {self.text_dim}), got {got}")
         if self.needs_text_tokens:
-            if text_tokens is None or text_tokens.ndim != 3 or text_tokens.shape[0] != n \
-                    or text_tokens.shape[2] != self.text_dim:
-                got = None if text_tokens is None else tuple(text_tokens.shape)
-                raise ValueError(f"HIComCompressor: text_tokens must be ({n}, L, {self.text_dim}), got {got}")
-            if text_mask is not None and text_mask.shape != text_tokens.shape[:2]:
-                raise ValueError(
-                    f"HIComCompressor: text_mask {tuple(text_mask.shape)} must be {tuple(text_tokens.shape[:2])}"
-                )
+            check_text_tokens(text_tokens, text_mask, n, self.text_dim, "HIComCompressor")
 
     def forward(
         self,

@@ -160,6 +160,17 @@ class MultiHeadAttention(nn.Module):
         return self._merge(heads), probs
 
 
+def check_text_tokens(text_tokens, text_mask, items: int, text_dim: int, who: str) -> None:
+    """``text_tokens`` must be ``(items, L, text_dim)`` and ``text_mask``, if given, ``(items, L)``."""
+    if text_tokens is None or text_tokens.ndim != 3 or text_tokens.shape[0] != items \
+            or text_tokens.shape[2] != text_dim:
+        got = None if text_tokens is None else tuple(text_tokens.shape)
+        raise ValueError(f"{who}: text_tokens must be ({items}, L, {text_dim}), got {got}")
+    if text_mask is not None and text_mask.shape != text_tokens.shape[:2]:
+        raise ValueError(f"{who}: text_mask {tuple(text_mask.shape)} does not match text_tokens "
+                         f"{tuple(text_tokens.shape[:2])}")
+
+
 class GuideInjector(nn.Module):
     """``Inj(A, C)`` of one branch; see the module docstring for the formulas.
 
@@ -231,15 +242,7 @@ class GuideInjector(nn.Module):
             if self.coarse_formula == "paper":
                 return self.coarse_norm(queries) * scale + shift
             return self.coarse_norm(queries * (1 + scale) + shift)
-        if text_tokens is None or text_tokens.ndim != 3 or text_tokens.shape[0] != b \
-                or text_tokens.shape[2] != self.text_dim:
-            got = None if text_tokens is None else tuple(text_tokens.shape)
-            raise ValueError(f"GuideInjector(fine): text_tokens must be ({b}, L, {self.text_dim}), got {got}")
-        if text_mask is not None and text_mask.shape != text_tokens.shape[:2]:
-            raise ValueError(
-                f"GuideInjector(fine): text_mask {tuple(text_mask.shape)} does not match text_tokens "
-                f"{tuple(text_tokens.shape[:2])}"
-            )
+        check_text_tokens(text_tokens, text_mask, b, self.text_dim, "GuideInjector(fine)")
         cond = self._condition(text_tokens, queries.dtype)
         key_valid = text_mask.bool() if (self.fine_pad_mask and text_mask is not None) else None
         if self.fine_formula == "paper":

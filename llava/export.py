@@ -85,7 +85,7 @@ def consolidate_zero3(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     world = len(model_files)
     models = [_safe_load(p) for p in model_files]
     optims = [_safe_load(p)["optimizer_state_dict"] for p in optim_files]
-    if optims[0].get("zero_stage") not in (3,) and str(optims[0].get("zero_stage")) not in ("3", "ZeroStageEnum.weights"):
+    if int(optims[0].get("zero_stage", 0)) != 3:  # an int, or DeepSpeed's ZeroStageEnum (an IntEnum)
         raise ExportError(f"{folder}: not a ZeRO-3 checkpoint (zero_stage {optims[0].get('zero_stage')})")
     state: dict[str, torch.Tensor] = dict(models[0].get("buffers", {}))
     for name, shape in (models[0].get("frozen_param_shapes") or {}).items():

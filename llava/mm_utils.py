@@ -16,6 +16,7 @@ import base64
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
@@ -256,15 +257,16 @@ def process_video_frames(frames_thwc: Any, image_processor: Any, image_aspect_ra
     processor's mean colour first (HICom), otherwise resized as it is (OneVision)."""
     if image_aspect_ratio == "pad":
         images = [Image.fromarray(frame) for frame in frames_thwc]
-        return process_images(images, image_processor, _AspectConfig("pad"))
+        return process_images(images, image_processor, ImageConfig("pad"))
     return _pixel_values(image_processor, frames_thwc)
 
 
-class _AspectConfig:
-    """The one config field ``process_images`` reads."""
+@dataclass
+class ImageConfig:
+    """The config fields ``process_images`` reads, for callers that have no model config."""
 
-    def __init__(self, image_aspect_ratio: str):
-        self.image_aspect_ratio = image_aspect_ratio
+    image_aspect_ratio: str
+    image_grid_pinpoints: Any = None
 
 
 def load_image_from_base64(image: str | bytes) -> Image.Image:

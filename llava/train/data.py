@@ -48,7 +48,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.mm_utils import process_images, process_video_frames
+from llava.mm_utils import ImageConfig, process_images, process_video_frames
 from llava.utils import VideoDecodeError, load_video_frames
 
 from .preprocess import preprocess_conversation, turn_role, turn_text
@@ -440,8 +440,7 @@ class LazySupervisedDataset(Dataset):
                 conversations[0]["value"] = _with_time(conversations[0]["value"], video)
             items = [(pixels, (pixels.shape[-1], pixels.shape[-2]), "video")]
         elif spec.modality == "image":
-            images = [load_image(p, int(getattr(args, "max_image_pixels", Image.MAX_IMAGE_PIXELS) or 0) or 1 << 62)
-                      for p in spec.media]
+            images = [load_image(p, args.max_image_pixels) for p in spec.media]
             items = self._images(images)
         else:
             items = []
@@ -479,11 +478,11 @@ class LazySupervisedDataset(Dataset):
     def _images(self, images: list[Image.Image]) -> list[tuple]:
         processor = self.data_args.image_processor
         aspect = self.data_args.image_aspect_ratio if len(images) == 1 else "pad"
-        config = _ImageConfig(aspect, getattr(self.data_args, "image_grid_pinpoints", None))
+        config = ImageConfig(aspect, getattr(self.data_args, "image_grid_pinpoints", None))
         items = []
         for image in images:
             pixels = process_images([image], processor, config)
-            pixels = pixels[0] if isinstance(pixels, list) else pixels[0]
+            pixels = pixels[0]  # one image: the first of a stacked tensor or of a list
             if pixels.ndim == 3:
                 pixels = pixels.unsqueeze(0)
             items.append((pixels, image.size, "image"))
@@ -528,14 +527,6 @@ def _with_time(first_turn: str, video) -> str:
                 f"Please answer the following questions related to this video.")
     rest = first_turn.replace(DEFAULT_IMAGE_TOKEN, "").strip()
     return f"{DEFAULT_IMAGE_TOKEN}\n{sentence}\n{rest}"
-
-
-@dataclass
-class _ImageConfig:
-    """The two config fields ``process_images`` reads."""
-
-    image_aspect_ratio: str
-    image_grid_pinpoints: Any = None
 
 
 # --------------------------------------------------------------------------- collation

@@ -218,10 +218,10 @@ def adapter_state_dict(model) -> dict[str, torch.Tensor]:
     projector = model.get_model().mm_projector
     prefix = next(n for n, m in model.named_modules() if m is projector) + "."
     excluded = tuple(_frozen_standalone_children(projector))
-    params = [p for n, p in projector.named_parameters() if not n.startswith(excluded) or not excluded]
+    params = [p for n, p in projector.named_parameters() if not n.startswith(excluded)]
     with _gathered(params):
         return {prefix + k: v.detach().to("cpu", copy=True) for k, v in projector.state_dict().items()
-                if not excluded or not k.startswith(excluded)}
+                if not k.startswith(excluded)}
 
 
 def _frozen_standalone_children(projector) -> list[str]:

@@ -258,7 +258,18 @@ def save_trained_model(trainer: LLaVATrainer, model, tokenizer, output_dir: str)
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     train(argv=argv if argv is not None else sys.argv[1:])
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Ranks leave together and tear the group down before the interpreter exits; left to exit-time
+    destructors, a CPU (gloo) group's threads can abort the process after a successful run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

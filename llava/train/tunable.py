@@ -60,7 +60,7 @@ def model_parts(model) -> dict[str, list[nn.Parameter]]:
     visual = [m for m in (tower, projector, resampler) if m is not None]
     visual_ids = {id(p) for m in visual for p in m.parameters()}
     parts = {
-        "mm_mlp_adapter": [p for p in projector.parameters() if id(p) not in standalone] if projector else [],
+        "mm_mlp_adapter": [p for p in projector.parameters() if id(p) not in standalone] if projector is not None else [],
         "mm_vision_resampler": list(resampler.parameters()) if resampler is not None else [],
         "mm_vision_tower": list(tower.parameters()) if tower is not None else [],
         "vision_tower_head": _tower_head(tower),

@@ -260,3 +260,24 @@ def test_build_logger_writes_under_logdir_once(tmp_path, monkeypatch):
         for handler in list(log.handlers):
             handler.close()
             log.removeHandler(handler)
+
+
+def test_auto_backend_falls_back_to_pyav_when_decord_fails(tmp_path, monkeypatch):
+    import llava.utils as utils
+    from tests.helpers.videos import write_test_video
+
+    path = write_test_video(tmp_path / "clip.mp4", num_frames=12)
+    direct = utils.load_video_frames(path, num_frames=4, backend="pyav")
+
+    def broken(video_path, select):
+        raise utils._decode_error(video_path, "decord refused it")
+
+    monkeypatch.setitem(utils._DECODERS, "decord", broken)
+    monkeypatch.setattr(utils, "_auto_backend", lambda: "decord")
+    fallback = utils.load_video_frames(path, num_frames=4)
+    assert fallback.frame_indices == direct.frame_indices
+    assert (fallback.frames == direct.frames).all()
+
+    monkeypatch.setattr(utils, "_decode_with_pyav", lambda video_path, select: broken(video_path, select))
+    with pytest.raises(utils.VideoDecodeError, match="decord refused it; PyAV fallback: decord refused it"):
+        utils.load_video_frames(path, num_frames=4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,3 +81,25 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
     (tmp_path / "checkpoint-8").mkdir()  # killed before the state was written
     assert find_resume_checkpoint(tmp_path) == good
     assert find_resume_checkpoint(tmp_path / "absent") is None
+
+
+def test_adapter_only_run_resumes_from_its_mm_projector_checkpoint(tiny_dir, data, tmp_path):
+    """Stage-1-style run: checkpoints hold mm_projector.bin instead of model weights; rerunning after
+    the newest checkpoint is lost resumes from the previous one with the same losses."""
+    out = tmp_path / "adapter"
+    cmd = command(tiny_dir, data, out)
+    cmd[cmd.index("mm_mlp_adapter,mm_language_model")] = "mm_mlp_adapter"
+    cmd[cmd.index("--max_steps") + 1] = "4"
+    subprocess.run(cmd, cwd=REPO, env=env(), check=True, capture_output=True)
+    expected = logged_losses(out)
+    checkpoint = out / "checkpoint-2"
+    assert (checkpoint / "mm_projector.bin").is_file() and not list(checkpoint.glob("model*.safetensors"))
+    shutil.rmtree(out / "checkpoint-4")
+    (out / "trainer_state.json").unlink()
+    rerun = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert f"resuming from {checkpoint}" in rerun.stdout + rerun.stderr
+    got = logged_losses(out)
+    assert sorted(got) == [1, 2, 3, 4]
+    for step in (3, 4):
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-6), step
