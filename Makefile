@@ -1,4 +1,5 @@
-# Fresh machine: `make demo` (the embedded default end to end) and `make test` (the test suite).
+# Fresh machine: `make demo` (the embedded default end to end: the toy-scale ablation, one seed) and
+# `make test` (the test suite). `make demo-seeds` runs the ablation over 3 seeds (about 3x longer).
 # Targets are idempotent: the environment is built once and rebuilt only when setup.py changes.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo tiny clean-venv
+.PHONY: install test demo demo-seeds walkthrough tiny clean-venv
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +27,14 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m llava.demo --out playground/demo
+	$(PY) -m hicom_plugin.demo --out playground/demo
+
+demo-seeds: $(STAMP)
+	$(PY) -m hicom_plugin.demo --out playground/demo --seeds 0 1 2
+
+# one video through untrained tiny models, printing token counts (no training)
+walkthrough: $(STAMP)
+	$(PY) -m llava.demo --out playground/walkthrough
 
 tiny: $(STAMP)
 	$(PY) -m llava.tiny --out playground/tiny

@@ -1,14 +1,14 @@
-"""P5: wall time per stage of the embedded default, ``python -m llava.demo`` (``make demo``), on this machine.
+"""P5: wall time per stage of the untrained-model walkthrough, ``python -m llava.demo`` (``make walkthrough``), on this machine.
 
 The demo's path, stage by stage, through the same public functions it calls: tiny offline checkpoints
 (``llava.tiny.make_all``), the synthetic mp4, model loading, decord decoding, SigLIP preprocessing,
 tower + projector, and ``generate``, for the OneVision projector and for HICom, after a fresh
-interpreter's imports. Each stage's value is its first, cold call (what one ``make demo`` sees: lazy
+interpreter's imports. Each stage's value is its first, cold call (what one ``make walkthrough`` sees: lazy
 imports, first-call kernel set-up); the warm median of further calls is in the details. The checkpoints
 are built into a fresh temporary folder.
 
-Issue 8 asks for the embedded default's stages; the training recipe that will be the main default
-(``llava/train``) is being written, and its stages will join this table when it lands.
+The embedded default itself (``make demo``: ``hicom_plugin.demo``, the toy-scale ablation) times
+its own runs: ``playground/demo/runs.json`` holds seconds per stage and per run.
 """
 
 from __future__ import annotations

@@ -55,6 +55,16 @@ class HIComCompressor(nn.Module):
         """Rows returned for one item of ``t`` frames on an ``h x w`` grid."""
         return self.config.num_output_tokens(t, h, w, modality)
 
+    def record_attention(self, enabled: bool = True) -> None:
+        """Switches ``return_attention`` on a built (e.g. loaded) compressor and its branches; the
+        maps of the next forward are then in ``last_attention``."""
+        self.config = self.config.replace(return_attention=bool(enabled))
+        for branch in (self.local_compressor, self.global_compressor):
+            if branch is not None:
+                branch.cfg = self.config
+        if not enabled:
+            self.last_attention = None
+
     @property
     def fold_attention(self) -> bool:
         """Whether the global branch runs its folded form (default) or the textbook one.

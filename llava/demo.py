@@ -1,6 +1,6 @@
-"""The embedded default: the whole video path on tiny offline checkpoints, on a CPU.
+"""A walkthrough of the video path on untrained tiny offline checkpoints, on a CPU (``make walkthrough``).
 
-    python -m llava.demo --out playground/demo
+    python -m llava.demo --out playground/walkthrough
 
 Builds the tiny checkpoints (``llava.tiny``) under ``--tiny``, writes a synthetic mp4 (a coloured
 square crossing the frame), decodes it with decord, and runs tower -> projector -> LLM ``generate``

@@ -1,19 +1,43 @@
-"""Synthetic videos and images with LLaVA annotations for the three training stages (offline, seeded).
+"""Synthetic videos whose questions depend on the instruction, with annotations for every stage.
 
-Each scene holds a few objects, each a (shape, colour) pair with a start position, a straight-line
-motion and a frame at which it appears. Videos are real H.264 mp4 files (PyAV); images are PNGs of a
-single frame. Annotations use the project's real formats:
+The scenes are built on the vision tower's patch grid (``size // patch`` cells of ``patch`` pixels; the
+tiny SigLIP sees 56 px frames as 7 x 7 patches of 8 px). Every scene holds three objects of
+different shapes (of circle, cross, square, triangle) and different colors (of red, green, blue,
+yellow, purple), each filling one cell:
 
-* ``stage1.json``: alignment pairs, the human turn is only the placeholder, the answer a caption
-  naming every object (images and videos);
-* ``stage2.json``: instruction-followed descriptions, "Describe the red triangle." -> how that object
-  moves and when it appears (videos);
-* ``stage3.json``: multi-turn QA conversations about named objects (videos) plus text-only turns;
-* ``data.yaml``: a mixture of the three with ``sampling_strategy`` entries.
+* two objects share one 3 x 3 block of cells (a random full block), i.e. one spatial group of a
+  ``(4, 3, 3)`` local compressor, at random cells of the block (so the object asked about is
+  usually not at the group's centre);
+* the third stands alone outside that block;
+* each object appears at the start, a quarter of the way in, or half way in.
 
-Everything is a function of ``seed``: the same seed gives the same bytes of annotations.
+A question names an object by its shape and asks for its color, with the five colors as options:
+two absent from the video, one elsewhere in it, and the two of the named object's group. Averaging
+that group mixes its two colors, both of which are answer options; an instruction-conditioned
+compressor can attend to the named object instead. (A model that only sees which colors are
+present is right a third of the time; one that also knows which colors share a group, half of the
+time; chance is a fifth.)
 
-    python -m llava.synthetic --out playground/data/synthetic --videos 24 --images 16
+Files (the project's real formats; media paths relative to ``out``):
+
+* ``stage1.json``: alignment captions for images and videos (the human turn is only the placeholder);
+* ``stage2.json``: instruction-followed descriptions ("Describe the triangle." -> its color, place and
+  time of appearance), one single-turn record per object;
+* ``stage3.json``: single-turn instruction data, as LLaVA-OneVision mixes it: the eval's
+  multiple-choice question in MVBench's prompt (one per object), an open shape question, a caption
+  asked for in words, two descriptions, and a few text-only turns;
+* ``data.yaml``: a mixture of stage 2 and half of stage 3;
+* ``eval/json/moving_attribute.json`` + ``eval/video/clevrer/video_validation/*.mp4``: the held-out
+  multiple-choice set in MVBench's released layout (the "Moving Attribute" task, whose videos are
+  CLEVRER's), read by ``llava.eval`` with ``--benchmark mvbench``. Candidates are the five colors
+  in one fixed order, so the letter is a function of the color; extra keys (``cell``,
+  ``at_group_centre``, ``block_colors``, ``objects``: the whole scene) are ignored by the loader and
+  kept for analysis and figures.
+
+Everything is a function of ``seed``: the same seed gives the same bytes of annotations. Eval scenes
+are drawn from a separate random stream of the same seed.
+
+    python -m llava.synthetic --out playground/data/synthetic --videos 24 --images 16 --eval-videos 16
 """
 
 from __future__ import annotations
@@ -31,79 +55,150 @@ from llava.utils import write_video
 
 logger = logging.getLogger(__name__)
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
-SHAPES = ("square", "circle", "triangle")
-DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
+COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (235, 215, 40),
+          "purple": (170, 60, 210)}
+SHAPES = ("circle", "cross", "square", "triangle")
+BACKGROUND = 128  # mid-grey: the normalised pixel value 0, so empty patches carry little besides position
+BLOCK = 3  # cells per side of the shared block: the spatial group of a (4, 3, 3) local compressor
+IN_BLOCK = 2  # objects sharing the block; one more stands outside it
+ROWS = ("top", "middle", "bottom")
+COLUMNS = ("left", "centre", "right")
+EVAL_TASK_FILE = "moving_attribute.json"  # MVBench's "Moving Attribute" task
+EVAL_VIDEO_DIR = "clevrer/video_validation"  # where MVBench keeps that task's videos
+CAPTION_PROMPT = "Name the objects."
+COLOR_QUESTION_SUFFIX = "Answer with the option's letter from the given choices directly and only give the best option."
 
 
 @dataclass(frozen=True)
 class SceneObject:
     shape: str
-    colour: str
-    x: float  # start centre, as a fraction of the frame
-    y: float
-    direction: str
+    color: str
+    row: int  # cell on the patch grid
+    col: int
     appears: int  # first visible frame
+    dx: int = 0  # pixel jitter inside the cell
+    dy: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.colour} {self.shape}"
-
-    def centre(self, frame: int, frames: int) -> tuple[float, float]:
-        dx, dy = DIRECTIONS[self.direction]
-        travel = 0.35 * frame / max(frames - 1, 1)
-        return self.x + dx * travel, self.y + dy * travel
+        return f"{self.color} {self.shape}"
 
 
-def _sample_scene(rng: random.Random, frames: int, max_objects: int = 3) -> list[SceneObject]:
-    count = rng.randint(2, max_objects)
-    pairs = rng.sample([(s, c) for s in SHAPES for c in COLOURS], count)
-    objects = []
-    for shape, colour in pairs:
-        direction = rng.choice(sorted(DIRECTIONS))
-        dx, dy = DIRECTIONS[direction]
-        # keep the whole path inside the frame
-        x = rng.uniform(0.2, 0.45) if dx > 0 else rng.uniform(0.55, 0.8) if dx < 0 else rng.uniform(0.2, 0.8)
-        y = rng.uniform(0.2, 0.45) if dy > 0 else rng.uniform(0.55, 0.8) if dy < 0 else rng.uniform(0.2, 0.8)
-        appears = rng.choice([0, 0, frames // 4, frames // 2])
-        objects.append(SceneObject(shape, colour, round(x, 3), round(y, 3), direction, appears))
-    return objects
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[SceneObject, ...]
+    block: tuple[int, int]  # top-left cell of the shared 3 x 3 block
+    frames: int
+
+    def in_block(self, obj: SceneObject) -> bool:
+        return 0 <= obj.row - self.block[0] < BLOCK and 0 <= obj.col - self.block[1] < BLOCK
+
+    def find(self, shape: str) -> SceneObject:
+        return next(o for o in self.objects if o.shape == shape)
 
 
-def render_frame(objects: list[SceneObject], frame: int, frames: int, size: int) -> np.ndarray:
-    """One ``(size, size, 3)`` uint8 frame: a dark background and every object visible at ``frame``."""
-    image = np.full((size, size, 3), 24, dtype=np.uint8)
-    yy, xx = np.mgrid[0:size, 0:size]
-    radius = size * 0.09
-    for obj in objects:
+def sample_scene(rng: random.Random, frames: int, cells: int) -> Scene:
+    """``IN_BLOCK`` objects in one random full ``3 x 3`` block of the ``cells x cells`` grid, one outside it."""
+    blocks = cells // BLOCK
+    if blocks < 1 or cells * cells - BLOCK * BLOCK < 1:
+        raise ValueError(f"a {cells}x{cells} cell grid has no room for a {BLOCK}x{BLOCK} block and one more cell")
+    block = (BLOCK * rng.randrange(blocks), BLOCK * rng.randrange(blocks))
+    inside = [(block[0] + r, block[1] + c) for r in range(BLOCK) for c in range(BLOCK)]
+    outside = [(r, c) for r in range(cells) for c in range(cells) if (r, c) not in inside]
+    cells_used = rng.sample(inside, IN_BLOCK) + [rng.choice(outside)]
+    colors = rng.sample(sorted(COLORS), IN_BLOCK + 1)
+    shapes = rng.sample(SHAPES, IN_BLOCK + 1)
+    starts = (0, 0, frames // 4, frames // 2)
+    objects = tuple(
+        SceneObject(shape, color, r, c, rng.choice(starts) if frames > 1 else 0, 0, 0)
+        for shape, color, (r, c) in zip(shapes, colors, cells_used)
+    )
+    return Scene(objects, block, frames)
+
+
+def shape_mask(shape: str, patch: int) -> np.ndarray:
+    """``(patch, patch)`` bool silhouette of ``shape``, centred in the cell and as large as it."""
+    coords = np.arange(patch) + 0.5
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    centre, half = patch / 2, patch / 2
+    if shape == "circle":
+        return (xx - centre) ** 2 + (yy - centre) ** 2 <= half**2
+    if shape == "square":
+        return (abs(xx - centre) <= half * 0.8) & (abs(yy - centre) <= half * 0.8)
+    if shape == "cross":
+        arm = max(half * 0.35, 0.75)
+        return ((abs(xx - centre) <= arm) | (abs(yy - centre) <= arm)) & (abs(xx - centre) <= half) & (abs(yy - centre) <= half)
+    if shape == "triangle":  # pointing up
+        top, bottom = centre - half, centre + half
+        return (yy >= top) & (yy <= bottom) & (abs(xx - centre) <= (yy - top) / 2)
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def render_frame(scene: Scene, frame: int, size: int, patch: int) -> np.ndarray:
+    """One ``(size, size, 3)`` uint8 frame with every object visible at ``frame``."""
+    image = np.full((size, size, 3), BACKGROUND, dtype=np.uint8)
+    for obj in scene.objects:
         if frame < obj.appears:
             continue
-        cx, cy = (c * size for c in obj.centre(frame, frames))
-        if obj.shape == "square":
-            mask = (abs(xx - cx) <= radius) & (abs(yy - cy) <= radius)
-        elif obj.shape == "circle":
-            mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
-        else:  # triangle pointing up
-            top, base = cy - radius, cy + radius
-            half = (yy - top) / (2 * radius) * radius
-            mask = (yy >= top) & (yy <= base) & (abs(xx - cx) <= half)
-        image[mask] = COLOURS[obj.colour]
+        top = min(max(obj.row * patch + obj.dy, 0), size - patch)
+        left = min(max(obj.col * patch + obj.dx, 0), size - patch)
+        cell = image[top : top + patch, left : left + patch]
+        cell[shape_mask(obj.shape, patch)] = COLORS[obj.color]
     return image
 
 
-def _when(obj: SceneObject, frames: int) -> str:
+def render_video(scene: Scene, size: int, patch: int) -> np.ndarray:
+    return np.stack([render_frame(scene, t, size, patch) for t in range(scene.frames)])
+
+
+# ---- text ---------------------------------------------------------------------------------------
+
+
+def place(obj: SceneObject, cells: int) -> str:
+    row, col = ROWS[obj.row * 3 // cells], COLUMNS[obj.col * 3 // cells]
+    return "the centre" if (row, col) == ("middle", "centre") else f"the {row} {col}"
+
+
+def when(obj: SceneObject, frames: int) -> str:
     if obj.appears == 0:
         return "is there from the start"
     return "appears in the middle" if obj.appears >= frames // 2 else "appears shortly after the start"
 
 
-def caption(objects: list[SceneObject]) -> str:
-    names = [o.name for o in objects]
+def caption(scene: Scene) -> str:
+    """Every object, in the order of :data:`COLORS`: "A red circle, a blue cross and a purple square." """
+    order = list(COLORS)
+    names = [o.name for o in sorted(scene.objects, key=lambda o: order.index(o.color))]
     return "A " + ", a ".join(names[:-1]) + f" and a {names[-1]}." if len(names) > 1 else f"A {names[0]}."
 
 
-def describe(obj: SceneObject, frames: int) -> str:
-    return f"The {obj.name} {_when(obj, frames)} and moves {obj.direction}."
+def colors_answer(scene: Scene) -> str:
+    """The colors present, in the order of :data:`COLORS`: "Red, blue and purple." """
+    present = [c for c in COLORS if any(o.color == c for o in scene.objects)]
+    text = ", ".join(present[:-1]) + f" and {present[-1]}" if len(present) > 1 else present[0]
+    return text.capitalize() + "."
+
+
+def describe(obj: SceneObject, scene: Scene, cells: int, by: str) -> tuple[str, str]:
+    """("Describe the triangle.", "The triangle is red. It is at the top left and ...") naming ``by`` shape or color."""
+    subject = f"the {obj.shape}" if by == "shape" else f"the {obj.color} object"
+    attribute = obj.color if by == "shape" else f"a {obj.shape}"
+    answer = f"{subject.capitalize()} is {attribute}. It is at {place(obj, cells)} and {when(obj, scene.frames)}."
+    return f"Describe {subject}.", answer
+
+
+def color_question(shape: str) -> str:
+    return f"What color is the {shape}?"
+
+
+def multiple_choice_prompt(question: str, options: tuple[str, ...]) -> str:
+    """MVBench's prompt as ``llava.eval`` builds it (``--prompt-style hicom``)."""
+    lines = "".join(f"({letter}) {text}\n" for letter, text in zip("ABCDEFGH", options))
+    return f"Question: {question}\nOptions:\n{lines}{COLOR_QUESTION_SUFFIX}"
+
+
+def multiple_choice_answer(answer: str, options: tuple[str, ...]) -> str:
+    return f"({'ABCDEFGH'[options.index(answer)]}) {answer}"
 
 
 def _human(text: str) -> dict:
@@ -114,40 +209,56 @@ def _gpt(text: str) -> dict:
     return {"from": "gpt", "value": text}
 
 
+# ---- files --------------------------------------------------------------------------------------
+
+
 def make_dataset(out: str | Path, seed: int = 0, videos: int = 24, images: int = 16, frames: int = 16,
-                 size: int = 64, fps: int = 8) -> dict[str, Path]:
-    """Writes media and annotations under ``out``; returns the annotation files by name."""
+                 size: int = 56, fps: int = 8, patch: int = 8, eval_videos: int = 0) -> dict[str, Path]:
+    """Writes media and annotations under ``out``; returns the annotation files by name.
+
+    ``eval_videos > 0`` also writes the held-out MVBench-layout set under ``out/eval`` (keys
+    ``eval_questions``: the task folder to pass as ``--question-file``, ``eval_videos``: the
+    ``--video-folder``).
+    """
     out = Path(out)
+    cells = size // patch
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    options = tuple(COLORS)
     stage1, stage2, stage3 = [], [], []
     for index in range(images):
-        objects = _sample_scene(rng, 1)
+        scene = sample_scene(rng, 1, cells)
         name = f"images/img_{index:04d}.png"
-        _write_png(out / name, render_frame(objects, 0, 1, size))
-        stage1.append({"id": f"img{index}", "image": name,
-                       "conversations": [_human("<image>"), _gpt(caption(objects))]})
+        _write_png(out / name, render_frame(scene, 0, size, patch))
+        stage1.append({"id": f"img{index}", "image": name, "conversations": [_human("<image>"), _gpt(caption(scene))]})
     for index in range(videos):
-        objects = _sample_scene(rng, frames)
+        scene = sample_scene(rng, frames, cells)
         name = f"videos/vid_{index:04d}.mp4"
-        clip = np.stack([render_frame(objects, t, frames, size) for t in range(frames)])
-        write_video(out / name, clip, fps=fps)
-        visible = [o for o in objects if o.appears == 0]
-        stage1.append({"id": f"vid{index}", "video": name,
-                       "conversations": [_human("<video>"), _gpt(caption(visible or objects))]})
-        target = rng.choice(objects)
-        stage2.append({"id": f"vid{index}", "video": name, "conversations": [
-            _human(f"<video>\nDescribe the {target.name}."), _gpt(describe(target, frames))]})
-        first, second = rng.sample(objects, 2)
-        stage3.append({"id": f"vid{index}", "video": name, "conversations": [
-            _human(f"<video>\nWhich way does the {first.name} move?"), _gpt(first.direction.capitalize() + "."),
-            _human(f"When does the {second.name} appear?"), _gpt(_when(second, frames).capitalize() + "."),
-        ]})
+        write_video(out / name, render_video(scene, size, patch), fps=fps)
+        stage1.append({"id": f"vid{index}", "video": name, "conversations": [_human("<video>"), _gpt(caption(scene))]})
+        for k, obj in enumerate(scene.objects):
+            question, answer = describe(obj, scene, cells, by=rng.choice(("shape", "color")))
+            stage2.append({"id": f"vid{index}_d{k}", "video": name,
+                           "conversations": [_human(f"<video>\n{question}"), _gpt(answer)]})
+            prompt = multiple_choice_prompt(color_question(obj.shape), options)
+            stage3.append({"id": f"vid{index}_q{k}", "video": name, "conversations": [
+                _human(f"<video>\n{prompt}"), _gpt(multiple_choice_answer(obj.color, options))]})
+        obj = rng.choice(scene.objects)
+        stage3.append({"id": f"vid{index}_s", "video": name, "conversations": [
+            _human(f"<video>\nWhat shape is the {obj.color} object?"), _gpt(f"A {obj.shape}.")]})
+        stage3.append({"id": f"vid{index}_c", "video": name, "conversations": [
+            _human(f"<video>\n{CAPTION_PROMPT}"), _gpt(caption(scene))]})
+        stage3.append({"id": f"vid{index}_p", "video": name, "conversations": [
+            _human("<video>\nWhich colors are in the video?"), _gpt(colors_answer(scene))]})
+        for k, obj in enumerate(rng.sample(scene.objects, 2)):
+            question, answer = describe(obj, scene, cells, by=rng.choice(("shape", "color")))
+            stage3.append({"id": f"vid{index}_i{k}", "video": name,
+                           "conversations": [_human(f"<video>\n{question}"), _gpt(answer)]})
     for index in range(max(2, videos // 8)):
-        colour = rng.choice(sorted(COLOURS))
+        color = rng.choice(sorted(COLORS))
         stage3.append({"id": f"text{index}", "conversations": [
-            _human(f"Name a shape that could be {colour}."), _gpt(rng.choice(SHAPES).capitalize() + ".")]})
+            _human(f"Name a shape that could be {color}."), _gpt(rng.choice(SHAPES).capitalize() + ".")]})
     files = {}
     for stage, records in (("stage1", stage1), ("stage2", stage2), ("stage3", stage3)):
         files[stage] = out / f"{stage}.json"
@@ -155,7 +266,38 @@ def make_dataset(out: str | Path, seed: int = 0, videos: int = 24, images: int =
     files["mixture"] = out / "data.yaml"
     files["mixture"].write_text("datasets:\n  - json_path: stage2.json\n    sampling_strategy: all\n"
                                 "  - json_path: stage3.json\n    sampling_strategy: first:50%\n")
+    if eval_videos:
+        files.update(make_eval_set(out / "eval", random.Random(f"{seed}/eval"), eval_videos, frames, size, fps, patch))
     return files
+
+
+def make_eval_set(out: Path, rng: random.Random, videos: int, frames: int, size: int, fps: int,
+                  patch: int) -> dict[str, Path]:
+    """The held-out multiple-choice set in MVBench's layout; one question per video, about an object
+    that shares its block with two others."""
+    cells = size // patch
+    questions, video_dir = out / "json", out / "video" / EVAL_VIDEO_DIR
+    questions.mkdir(parents=True, exist_ok=True)
+    video_dir.mkdir(parents=True, exist_ok=True)
+    options = list(COLORS)
+    items = []
+    for index in range(videos):
+        scene = sample_scene(rng, frames, cells)
+        name = f"eval_{index:04d}.mp4"
+        write_video(video_dir / name, render_video(scene, size, patch), fps=fps)
+        block = [o for o in scene.objects if scene.in_block(o)]
+        obj = rng.choice(block)
+        items.append({
+            "video": name, "question": color_question(obj.shape), "candidates": options, "answer": obj.color,
+            "cell": [obj.row, obj.col],
+            "at_group_centre": (obj.row - scene.block[0], obj.col - scene.block[1]) == (1, 1),
+            "block_colors": sorted(o.color for o in block),
+            "objects": [{"shape": o.shape, "color": o.color, "cell": [o.row, o.col], "appears": o.appears,
+                         "in_block": scene.in_block(o)} for o in scene.objects],
+        })
+    task_file = questions / EVAL_TASK_FILE
+    task_file.write_text(json.dumps(items, indent=1))
+    return {"eval_questions": questions, "eval_videos": out / "video"}
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -170,10 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--eval-videos", type=int, default=0, help="held-out MVBench-layout questions (0: none)")
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--size", type=int, default=56, help="frame side in pixels")
+    parser.add_argument("--patch", type=int, default=8, help="cell side: the vision tower's patch size")
     args = parser.parse_args(argv)
-    files = make_dataset(args.out, args.seed, args.videos, args.images, args.frames, args.size)
+    files = make_dataset(args.out, args.seed, args.videos, args.images, args.frames, args.size,
+                         patch=args.patch, eval_videos=args.eval_videos)
     for name, path in files.items():
         print(f"{name}: {path}")
     return 0

@@ -162,7 +162,10 @@ def _deepspeed_on_cpu(argv: list[str]) -> list[str]:
     return [*argv, "--accelerator_config", json.dumps({"use_configured_state": True})]
 
 
-def train(attn_implementation: str | None = None, argv: list[str] | None = None) -> LLaVATrainer:
+def train(attn_implementation: str | None = None, argv: list[str] | None = None,
+          callbacks: list | None = None) -> LLaVATrainer:
+    """Trains one stage from command-line flags (``argv``, default ``sys.argv[1:]``); ``callbacks``
+    (``transformers.TrainerCallback``) are handed to the trainer, e.g. to report progress."""
     argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, training_args = parse_args(_deepspeed_on_cpu(argv))
     logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING,
@@ -181,7 +184,8 @@ def train(attn_implementation: str | None = None, argv: list[str] | None = None)
         training_args.ddp_find_unused_parameters = True
 
     trainer = LLaVATrainer(model=model, args=training_args, processing_class=tokenizer,
-                           adapter_only=adapter_only(model_args, training_args), **data_module)
+                           adapter_only=adapter_only(model_args, training_args), callbacks=callbacks,
+                           **data_module)
     resume = training_args.resume_from_checkpoint or find_resume_checkpoint(training_args.output_dir)
     if resume:
         rank0_print(f"resuming from {resume}")

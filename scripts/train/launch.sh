@@ -4,6 +4,8 @@
 #   LAUNCHER=torchrun  (default) torchrun over NUM_GPUS x NNODES; set NNODES, RANK, ADDR, PORT per node
 #   LAUNCHER=deepspeed DeepSpeed's launcher; HOSTFILE=path for several nodes (its hostfile format)
 #   LAUNCHER=python    one process (debugging)
+#   LAUNCHER=print     print the command line (train_mem.py ARGS, each followed by a NUL byte) instead
+#                      of running it; hicom_plugin.demo trains in-process with exactly these flags
 #
 # GLOBAL_BATCH / (world size x PER_DEVICE_BATCH) gives --gradient_accumulation_steps.
 set -euo pipefail
@@ -36,8 +38,10 @@ launch() {
             "$PYTHON" -m deepspeed.launcher.runner "${hosts[@]}" --master_port "$PORT" llava/train/train_mem.py "$@" ;;
         python)
             "$PYTHON" llava/train/train_mem.py "$@" ;;
+        print)
+            printf '%s\0' llava/train/train_mem.py "$@" ;;
         *)
-            echo "LAUNCHER must be torchrun, deepspeed or python, got '$LAUNCHER'" >&2
+            echo "LAUNCHER must be torchrun, deepspeed, python or print, got '$LAUNCHER'" >&2
             return 1 ;;
     esac
 }
