@@ -178,6 +178,21 @@ def test_attention_maps_are_optional():
     assert att["local"].shape == (2, 2 * 2 * 2, 4 * 3 * 3)
     assert att["global"].shape == (2, 4, 32, 5 * 36)
 
+    # switched on a built module: the same maps as one built with return_attention, same outputs
+    built = make("release")
+    built.load_state_dict(module.state_dict())
+    built.record_attention(True)
+    assert built.config.return_attention and built.local_compressor.cfg.return_attention
+    out_built, out_module = built(*args, **inputs), module(*args, **inputs)
+    assert all(torch.equal(a, b) for a, b in zip(out_built, out_module))
+    for key, value in module.last_attention.items():
+        assert torch.equal(built.last_attention[key], value), key
+    built.record_attention(False)
+    assert built.last_attention is None
+    built(*args, **inputs)
+    assert built.last_attention is None
+    assert not built.global_compressor.cfg.return_attention
+
 
 def test_bfloat16_forward():
     module = make("release").to(torch.bfloat16)
