@@ -9,8 +9,9 @@ options. Three variants: ``fixed`` (the square always in the same cell), ``rando
 ``distractors`` (the square in the fixed cell, plus two squares of other colors in cells of other
 (4,3,3) groups); stage 3 only (projector from scratch), the ``avgpool_433`` row. Measured on a
 2-core CPU (8 epochs of 800 clips, batch 8, 800 steps): fixed 100%, random 23%, distractors 15%
-(chance 20%; 21% in a first version, and with a toy LLM of rope_theta 1e4): the from-scratch
-2-layer LLM reads a lone colored token but does not learn to pick one token among several.
+(chance 20%; 21% in a first version, and with a toy LLM of rope_theta 1e4). With ``--epochs 24``
+(2,400 steps, 2.5 min) distractors reach 96%: picking one token among several colored ones is
+learnable, it takes the from-scratch 2-layer LLM three times the steps of reading a lone one.
 """
 
 from __future__ import annotations
