@@ -39,16 +39,24 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava.tiny_lit import LIT_DIRNAME
+
 logger = logging.getLogger("hicom_plugin.demo")
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_SCRIPTS = ("stage1_align.sh", "stage2_conditional_pretrain.sh", "stage3_instruction_tuning.sh")
 GLOBAL_QUERIES = 2  # global tokens at toy scale: 18 local + 2 global, as the paper's 648 + 32 is "about" 648
+# The compressor as the authors' code computes it: the local keys are SigLIP's dense embeddings and the
+# instruction's embedding is added to the queries as it is, so SigLIP's image-text alignment selects
+# the named tile from the first step. Under the "paper" preset (keys = features, an MLP maps the
+# instruction) every row stays near chance at this budget (README). Groups are padded, not
+# overlapped, so the (4,3,3) groups are the synthetic scenes' 3x3 blocks.
+PRESET = "release"
 
 
 @dataclass(frozen=True)
 class Row:
-    """One row of the ablation: a HICom compressor (``overrides`` of the paper preset) or, with
+    """One row of the ablation: a HICom compressor (``overrides`` of :data:`PRESET`) or, with
     ``overrides=None``, OneVision's projector (``flags``)."""
 
     name: str
@@ -65,11 +73,12 @@ class Row:
 
 def _hicom(local_kernel, global_queries: int, local: str, global_: str, **extra) -> dict:
     return {"local_kernel": local_kernel, "num_global_queries": global_queries, "local_injection": local,
-            "global_injection": global_, **extra}
+            "global_injection": global_, "group_scheme": "pad", **extra}
 
 
 ROWS = (
-    Row("avgpool_433", "avg pool (4,3,3)", _hicom([4, 3, 3], 0, "none", "none", local_mode="average")),
+    Row("avgpool_433", "avg pool (4,3,3)", _hicom([4, 3, 3], 0, "none", "none", local_mode="average",
+                                                         dense_keys=False)),
     Row("uncond_local", "local (4,3,3), unconditional", _hicom([4, 3, 3], 0, "none", "none")),
     Row("cond_local", "local (4,3,3), conditional", _hicom([4, 3, 3], 0, "direct", "none")),
     Row("cond_global", "global only, conditional", _hicom(None, GLOBAL_QUERIES, "none", "coarse")),
@@ -84,19 +93,20 @@ ROW_NAMES = tuple(row.name for row in ROWS)
 class Budget:
     """Data and training of every run; the same for every row."""
 
-    train_videos: int = 300
+    train_videos: int = 400
     images: int = 200
     eval_videos: int = 200
     video_frames: int = 24  # 3 s at 8 fps
     fps: int = 8
     num_frames: int = 8  # sampled per video, as the paper's 8f ablation row
-    epochs: tuple[int, int, int] = (1, 1, 2)
+    epochs: tuple[int, int, int] = (1, 1, 7)
     batch: tuple[int, int, int] = (16, 16, 8)
     learning_rates: tuple[float, float, float] = (1e-3, 1e-3, 2e-3)
     injector_lr: float = 1e-2  # stage 2: the injection modules (the paper's 10x the compressor's)
     projector_lr: float = 2e-2  # stage 3: the projector, which starts far from the LLM's embeddings
     max_steps: int = 0  # 0: the epochs decide
     data_seed: int = 0
+    lit_steps: int = 1000  # the tiny SigLIP's text tower, tuned on the tiles (llava.tiny_lit)
 
     def dataset_args(self) -> dict:
         return dict(seed=self.data_seed, videos=self.train_videos, images=self.images, frames=self.video_frames,
@@ -107,7 +117,7 @@ PROFILES = {
     "default": Budget(),
     # a smoke run of the whole pipeline (tests): a few samples, 2 optimizer steps per stage
     "quick": Budget(train_videos=6, images=4, eval_videos=6, video_frames=8, epochs=(1, 1, 1), batch=(4, 4, 4),
-                   max_steps=2),
+                   max_steps=2, lit_steps=4),
 }
 
 
@@ -118,20 +128,26 @@ def _fingerprint(value) -> str:
 # ---- data and checkpoints -----------------------------------------------------------------------
 
 
+def dataset_stamp(budget: Budget) -> dict:
+    """What the synthetic set is a function of: the generator's version and its arguments."""
+    from llava.synthetic import GENERATOR_VERSION
+
+    return {"generator_version": GENERATOR_VERSION, **budget.dataset_args()}
+
+
 def prepare_data(folder: Path, budget: Budget) -> dict[str, Path]:
-    """The synthetic set, written again only when its arguments changed."""
+    """The synthetic set, written again only when the generator or its arguments changed."""
     from llava.synthetic import make_dataset
 
-    args = budget.dataset_args()
-    stamp = folder / "dataset.json"
-    names = {"stage1": "stage1.json", "stage2": "stage2.json", "stage3": "stage3.json",
+    stamp, wanted = folder / "dataset.json", dataset_stamp(budget)
+    names = {"stage1": "stage1.json", "stage2": "stage2.json", "stage3": "stage3.json", "stage3_mcqa": "stage3_mcqa.json",
              "eval_questions": "eval/json", "eval_videos": "eval/video"}
-    if stamp.is_file() and json.loads(stamp.read_text()) == args:
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return {key: folder / name for key, name in names.items()}
     if folder.exists():
         shutil.rmtree(folder)
-    files = make_dataset(folder, **args)
-    stamp.write_text(json.dumps(args))
+    files = make_dataset(folder, **budget.dataset_args())
+    stamp.write_text(json.dumps(wanted))
     return files
 
 
@@ -155,9 +171,10 @@ def _stage_env(job: dict, run_dir: Path) -> dict[str, str]:
     data, tiny = Path(job["data"]), Path(job["tiny"])
     env = dict(os.environ)
     env.update(
-        LAUNCHER="print", NUM_GPUS="1", DS_CONFIG="", TINY=str(tiny), FOLDER=str(data), OUT=str(run_dir),
+        LAUNCHER="print", NUM_GPUS="1", DS_CONFIG="", TINY=str(tiny), VISION=str(tiny / LIT_DIRNAME),
+        FOLDER=str(data), OUT=str(run_dir),
         STAGE1_DATA=str(data / "stage1.json"), STAGE2_DATA=str(data / "stage2.json"),
-        STAGE3_DATA=str(data / "stage3.json"), PRESET="paper", FRAMES=str(budget.num_frames),
+        STAGE3_DATA=str(data / "stage3_mcqa.json"), PRESET=PRESET, FRAMES=str(budget.num_frames),
         RUN_NAME=f"demo-{job['row']}-seed{job['seed']}", REPORT_TO="none", WORKERS="0", WARMUP_RATIO="0",
         STAGE2_INJECTOR_LR=str(budget.injector_lr), EXTRA="",
     )
@@ -365,14 +382,18 @@ def run_ablation(out: Path, tiny: Path, budget: Budget, seeds: list[int], rows: 
     from tqdm.auto import tqdm
 
     from llava.tiny import make_all
+    from llava.tiny_lit import RECORD_NAME, LitSettings, make_lit_siglip
 
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    print(f"[1/4] tiny checkpoints under {tiny}", flush=True)
+    print(f"[1/4] tiny checkpoints under {tiny} (SigLIP's text tower tuned on the tiles: {budget.lit_steps} steps)",
+          flush=True)
     make_all(tiny)
+    lit = make_lit_siglip(tiny, LitSettings(steps=budget.lit_steps), progress=True)
+    lit_record = json.loads((lit / RECORD_NAME).read_text())
     print(f"[2/4] synthetic data under {out / 'data'}", flush=True)
     data_files = prepare_data(out / "data", budget)
-    data_fp = _fingerprint(budget.dataset_args())
+    data_fp = _fingerprint(dataset_stamp(budget))
     jobs = []
     for name in rows:
         row = _row(name)
@@ -380,7 +401,8 @@ def run_ablation(out: Path, tiny: Path, budget: Budget, seeds: list[int], rows: 
             run_dir = out / "runs" / name / f"seed{seed}"
             if fresh and run_dir.exists():
                 shutil.rmtree(run_dir)
-            fingerprint = _fingerprint([dataclasses.asdict(row), dataclasses.asdict(budget), seed, data_fp])
+            fingerprint = _fingerprint([dataclasses.asdict(row), dataclasses.asdict(budget), seed, data_fp,
+                                        lit_record["version"]])
             jobs.append({"key": f"{name}/seed{seed}", "row": name, "seed": seed, "run_dir": str(run_dir),
                          "data": str(out / "data"), "tiny": str(tiny), "budget": dataclasses.asdict(budget),
                          "fingerprint": fingerprint})

@@ -100,11 +100,11 @@ def attention_figure(models: dict[str, Path], questions_dir: Path, videos_dir: P
         video = load_video_frames(Path(videos_dir) / EVAL_VIDEO_DIR / item["video"], num_frames=num_frames)
         frames = list(video.frames)
         cell = frames[0].shape[0] // grid  # video pixels per patch (the synthetic frames match the tower)
-        asked = next(o for o in item["objects"] if o["shape"] in item["question"])
+        asked = next(o for o in item["objects"] if color_question(o["rim"]) == item["question"])
         other = next(o for o in item["objects"] if o["in_block"] and o is not asked)
         rows.append((f"{item['video']}", _strip(frames, None, cell)))
         for obj in (asked, other):
-            instruction = color_question(obj["shape"])
+            instruction = color_question(obj["rim"])
             first = _first_sampled(obj["appears"], video.frame_indices)
             for label, (model, processor, aspect) in loaded.items():
                 pixels = process_video_frames(video.frames, processor, aspect)

@@ -1,37 +1,41 @@
 """Synthetic videos whose questions depend on the instruction, with annotations for every stage.
 
 The scenes are built on the vision tower's patch grid (``size // patch`` cells of ``patch`` pixels; the
-tiny SigLIP sees 56 px frames as 7 x 7 patches of 8 px). Every scene holds three objects of
-different shapes (of circle, cross, square, triangle) and different colors (of red, green, blue,
-yellow, purple), each filling one cell:
+tiny SigLIP sees 56 px frames as 7 x 7 patches of 8 px). Every scene holds three two-tone tiles, each
+filling one cell: a rim of one color around a centre of another (of red, green, blue, yellow,
+purple; rims all different, centres all different):
 
-* two objects share one 3 x 3 block of cells (a random full block), i.e. one spatial group of a
-  ``(4, 3, 3)`` local compressor, at random cells of the block (so the object asked about is
-  usually not at the group's centre);
+* two tiles share one 3 x 3 block of cells (a random full block), i.e. one spatial group of a
+  ``(4, 3, 3)`` local compressor, at random cells of the block (so the tile asked about is usually
+  not at the group's centre);
 * the third stands alone outside that block;
-* each object appears at the start, a quarter of the way in, or half way in.
+* each tile appears at the start, a quarter of the way in, or half way in.
 
-A question names an object by its shape and asks for its color, with the five colors as options:
-two absent from the video, one elsewhere in it, and the two of the named object's group. Averaging
-that group mixes its two colors, both of which are answer options; an instruction-conditioned
-compressor can attend to the named object instead. (A model that only sees which colors are
-present is right a third of the time; one that also knows which colors share a group, half of the
-time; chance is a fifth.)
+A question names a tile by its rim and asks for the color of its centre ("What color is the centre
+of the red tile?"), with the five colors as options. Averaging the block's group mixes two rims
+and two centres: which centre belongs to which rim is a binding the mean can only keep through the
+features' non-linearity, while an instruction-conditioned compressor can attend to the named tile.
+(Shapes were the first design: the random tiny SigLIP's features barely encode an 8 px shape, 4% of
+their variance against 84% for color, and a contrastively tuned text tower did not learn shape
+names in 600 steps, so both attributes are colors.)
 
 Files (the project's real formats; media paths relative to ``out``):
 
 * ``stage1.json``: alignment captions for images and videos (the human turn is only the placeholder);
-* ``stage2.json``: instruction-followed descriptions ("Describe the triangle." -> its color, place and
-  time of appearance), one single-turn record per object;
+* ``stage2.json``: instruction-followed descriptions ("Describe the red tile." -> its centre, place
+  and time of appearance), one single-turn record per tile;
 * ``stage3.json``: single-turn instruction data, as LLaVA-OneVision mixes it: the eval's
-  multiple-choice question in MVBench's prompt (one per object), an open shape question, a caption
-  asked for in words, two descriptions, and a few text-only turns;
+  multiple-choice question in MVBench's prompt (one per tile), the reverse question ("Which tile has
+  a blue centre?"), a caption asked for in words, the rims present, two descriptions, and a few
+  text-only turns;
+* ``stage3_mcqa.json``: the multiple-choice records of ``stage3.json`` alone (the toy-scale ablation's
+  stage 3: the benchmark's format, one question per tile);
 * ``data.yaml``: a mixture of stage 2 and half of stage 3;
 * ``eval/json/moving_attribute.json`` + ``eval/video/clevrer/video_validation/*.mp4``: the held-out
   multiple-choice set in MVBench's released layout (the "Moving Attribute" task, whose videos are
   CLEVRER's), read by ``llava.eval`` with ``--benchmark mvbench``. Candidates are the five colors
   in one fixed order, so the letter is a function of the color; extra keys (``cell``,
-  ``at_group_centre``, ``block_colors``, ``objects``: the whole scene) are ignored by the loader and
+  ``at_group_centre``, ``block_centres``, ``objects``: the whole scene) are ignored by the loader and
   kept for analysis and figures.
 
 Everything is a function of ``seed``: the same seed gives the same bytes of annotations. Eval scenes
@@ -51,13 +55,16 @@ from pathlib import Path
 
 import numpy as np
 
+from llava.eval.benchmarks import BENCHMARKS
+from llava.eval.questions import LETTERS, VideoQuestion
 from llava.utils import write_video
 
 logger = logging.getLogger(__name__)
 
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (235, 215, 40),
           "purple": (170, 60, 210)}
-SHAPES = ("circle", "cross", "square", "triangle")
+# Raised whenever what a seed produces changes, so cached datasets and runs built on them are redone.
+GENERATOR_VERSION = 3
 BACKGROUND = 128  # mid-grey: the normalised pixel value 0, so empty patches carry little besides position
 BLOCK = 3  # cells per side of the shared block: the spatial group of a (4, 3, 3) local compressor
 IN_BLOCK = 2  # objects sharing the block; one more stands outside it
@@ -66,22 +73,21 @@ COLUMNS = ("left", "centre", "right")
 EVAL_TASK_FILE = "moving_attribute.json"  # MVBench's "Moving Attribute" task
 EVAL_VIDEO_DIR = "clevrer/video_validation"  # where MVBench keeps that task's videos
 CAPTION_PROMPT = "Name the objects."
-COLOR_QUESTION_SUFFIX = "Answer with the option's letter from the given choices directly and only give the best option."
 
 
 @dataclass(frozen=True)
 class SceneObject:
-    shape: str
-    color: str
+    """A two-tone tile filling one cell: a ``rim`` of one color around a ``centre`` of another."""
+
+    rim: str
+    centre: str
     row: int  # cell on the patch grid
     col: int
     appears: int  # first visible frame
-    dx: int = 0  # pixel jitter inside the cell
-    dy: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.color} {self.shape}"
+        return f"{self.rim} tile"
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,22 @@ class Scene:
     def in_block(self, obj: SceneObject) -> bool:
         return 0 <= obj.row - self.block[0] < BLOCK and 0 <= obj.col - self.block[1] < BLOCK
 
-    def find(self, shape: str) -> SceneObject:
-        return next(o for o in self.objects if o.shape == shape)
+    def find(self, rim: str) -> SceneObject:
+        return next(o for o in self.objects if o.rim == rim)
+
+
+def sample_colors(rng: random.Random, count: int) -> list[tuple[str, str]]:
+    """``count`` (rim, centre) pairs: rims all different, centres all different, no tile one color."""
+    names = sorted(COLORS)
+    rims = rng.sample(names, count)
+    while True:
+        centres = rng.sample(names, count)
+        if all(r != c for r, c in zip(rims, centres)):
+            return list(zip(rims, centres))
 
 
 def sample_scene(rng: random.Random, frames: int, cells: int) -> Scene:
-    """``IN_BLOCK`` objects in one random full ``3 x 3`` block of the ``cells x cells`` grid, one outside it."""
+    """``IN_BLOCK`` tiles in one random full ``3 x 3`` block of the ``cells x cells`` grid, one outside it."""
     blocks = cells // BLOCK
     if blocks < 1 or cells * cells - BLOCK * BLOCK < 1:
         raise ValueError(f"a {cells}x{cells} cell grid has no room for a {BLOCK}x{BLOCK} block and one more cell")
@@ -106,44 +122,33 @@ def sample_scene(rng: random.Random, frames: int, cells: int) -> Scene:
     inside = [(block[0] + r, block[1] + c) for r in range(BLOCK) for c in range(BLOCK)]
     outside = [(r, c) for r in range(cells) for c in range(cells) if (r, c) not in inside]
     cells_used = rng.sample(inside, IN_BLOCK) + [rng.choice(outside)]
-    colors = rng.sample(sorted(COLORS), IN_BLOCK + 1)
-    shapes = rng.sample(SHAPES, IN_BLOCK + 1)
     starts = (0, 0, frames // 4, frames // 2)
     objects = tuple(
-        SceneObject(shape, color, r, c, rng.choice(starts) if frames > 1 else 0, 0, 0)
-        for shape, color, (r, c) in zip(shapes, colors, cells_used)
+        SceneObject(rim, centre, r, c, rng.choice(starts) if frames > 1 else 0)
+        for (rim, centre), (r, c) in zip(sample_colors(rng, IN_BLOCK + 1), cells_used)
     )
     return Scene(objects, block, frames)
 
 
-def shape_mask(shape: str, patch: int) -> np.ndarray:
-    """``(patch, patch)`` bool silhouette of ``shape``, centred in the cell and as large as it."""
-    coords = np.arange(patch) + 0.5
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    centre, half = patch / 2, patch / 2
-    if shape == "circle":
-        return (xx - centre) ** 2 + (yy - centre) ** 2 <= half**2
-    if shape == "square":
-        return (abs(xx - centre) <= half * 0.8) & (abs(yy - centre) <= half * 0.8)
-    if shape == "cross":
-        arm = max(half * 0.35, 0.75)
-        return ((abs(xx - centre) <= arm) | (abs(yy - centre) <= arm)) & (abs(xx - centre) <= half) & (abs(yy - centre) <= half)
-    if shape == "triangle":  # pointing up
-        top, bottom = centre - half, centre + half
-        return (yy >= top) & (yy <= bottom) & (abs(xx - centre) <= (yy - top) / 2)
-    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+def centre_mask(patch: int) -> np.ndarray:
+    """``(patch, patch)`` bool: the tile's centre, the middle half of the cell on each side (aligned to
+    even pixels, so yuv420p's half-resolution chroma keeps the two colors apart)."""
+    inner = np.zeros(patch, dtype=bool)
+    inner[patch // 4 : patch - patch // 4] = True
+    return inner[:, None] & inner[None, :]
 
 
 def render_frame(scene: Scene, frame: int, size: int, patch: int) -> np.ndarray:
-    """One ``(size, size, 3)`` uint8 frame with every object visible at ``frame``."""
+    """One ``(size, size, 3)`` uint8 frame with every tile visible at ``frame``."""
     image = np.full((size, size, 3), BACKGROUND, dtype=np.uint8)
+    centre = centre_mask(patch)
     for obj in scene.objects:
         if frame < obj.appears:
             continue
-        top = min(max(obj.row * patch + obj.dy, 0), size - patch)
-        left = min(max(obj.col * patch + obj.dx, 0), size - patch)
+        top, left = obj.row * patch, obj.col * patch
         cell = image[top : top + patch, left : left + patch]
-        cell[shape_mask(obj.shape, patch)] = COLORS[obj.color]
+        cell[:] = COLORS[obj.rim]
+        cell[centre] = COLORS[obj.centre]
     return image
 
 
@@ -165,40 +170,43 @@ def when(obj: SceneObject, frames: int) -> str:
     return "appears in the middle" if obj.appears >= frames // 2 else "appears shortly after the start"
 
 
+def _listing(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else words[0]
+
+
 def caption(scene: Scene) -> str:
-    """Every object, in the order of :data:`COLORS`: "A red circle, a blue cross and a purple square." """
+    """Every tile, in the order of :data:`COLORS`: "A red tile with a blue centre and a green tile with a
+    purple centre." """
     order = list(COLORS)
-    names = [o.name for o in sorted(scene.objects, key=lambda o: order.index(o.color))]
-    return "A " + ", a ".join(names[:-1]) + f" and a {names[-1]}." if len(names) > 1 else f"A {names[0]}."
+    tiles = sorted(scene.objects, key=lambda o: order.index(o.rim))
+    return _listing([f"a {o.rim} tile with a {o.centre} centre" for o in tiles]).capitalize() + "."
 
 
-def colors_answer(scene: Scene) -> str:
-    """The colors present, in the order of :data:`COLORS`: "Red, blue and purple." """
-    present = [c for c in COLORS if any(o.color == c for o in scene.objects)]
-    text = ", ".join(present[:-1]) + f" and {present[-1]}" if len(present) > 1 else present[0]
-    return text.capitalize() + "."
+def tiles_answer(scene: Scene) -> str:
+    """The rim colors present, in the order of :data:`COLORS`: "Red, blue and purple tiles." """
+    present = [c for c in COLORS if any(o.rim == c for o in scene.objects)]
+    return _listing(present).capitalize() + " tiles."
 
 
-def describe(obj: SceneObject, scene: Scene, cells: int, by: str) -> tuple[str, str]:
-    """("Describe the triangle.", "The triangle is red. It is at the top left and ...") naming ``by`` shape or color."""
-    subject = f"the {obj.shape}" if by == "shape" else f"the {obj.color} object"
-    attribute = obj.color if by == "shape" else f"a {obj.shape}"
-    answer = f"{subject.capitalize()} is {attribute}. It is at {place(obj, cells)} and {when(obj, scene.frames)}."
-    return f"Describe {subject}.", answer
+def describe(obj: SceneObject, scene: Scene, cells: int) -> tuple[str, str]:
+    """("Describe the red tile.", "The red tile has a blue centre. It is at the top left and ...")."""
+    answer = (f"The {obj.rim} tile has a {obj.centre} centre. It is at {place(obj, cells)} and "
+              f"{when(obj, scene.frames)}.")
+    return f"Describe the {obj.rim} tile.", answer
 
 
-def color_question(shape: str) -> str:
-    return f"What color is the {shape}?"
+def color_question(rim: str) -> str:
+    return f"What color is the centre of the {rim} tile?"
 
 
 def multiple_choice_prompt(question: str, options: tuple[str, ...]) -> str:
-    """MVBench's prompt as ``llava.eval`` builds it (``--prompt-style hicom``)."""
-    lines = "".join(f"({letter}) {text}\n" for letter, text in zip("ABCDEFGH", options))
-    return f"Question: {question}\nOptions:\n{lines}{COLOR_QUESTION_SUFFIX}"
+    """MVBench's prompt, built by ``llava.eval`` itself (``--prompt-style hicom``), so training and
+    evaluation see the same text."""
+    return BENCHMARKS["mvbench"].prompts["hicom"](VideoQuestion("", question, (), tuple(options)), None)
 
 
 def multiple_choice_answer(answer: str, options: tuple[str, ...]) -> str:
-    return f"({'ABCDEFGH'[options.index(answer)]}) {answer}"
+    return f"({LETTERS[options.index(answer)]}) {answer}"
 
 
 def _human(text: str) -> dict:
@@ -238,29 +246,31 @@ def make_dataset(out: str | Path, seed: int = 0, videos: int = 24, images: int =
         write_video(out / name, render_video(scene, size, patch), fps=fps)
         stage1.append({"id": f"vid{index}", "video": name, "conversations": [_human("<video>"), _gpt(caption(scene))]})
         for k, obj in enumerate(scene.objects):
-            question, answer = describe(obj, scene, cells, by=rng.choice(("shape", "color")))
+            question, answer = describe(obj, scene, cells)
             stage2.append({"id": f"vid{index}_d{k}", "video": name,
                            "conversations": [_human(f"<video>\n{question}"), _gpt(answer)]})
-            prompt = multiple_choice_prompt(color_question(obj.shape), options)
+            prompt = multiple_choice_prompt(color_question(obj.rim), options)
             stage3.append({"id": f"vid{index}_q{k}", "video": name, "conversations": [
-                _human(f"<video>\n{prompt}"), _gpt(multiple_choice_answer(obj.color, options))]})
+                _human(f"<video>\n{prompt}"), _gpt(multiple_choice_answer(obj.centre, options))]})
         obj = rng.choice(scene.objects)
         stage3.append({"id": f"vid{index}_s", "video": name, "conversations": [
-            _human(f"<video>\nWhat shape is the {obj.color} object?"), _gpt(f"A {obj.shape}.")]})
+            _human(f"<video>\nWhich tile has a {obj.centre} centre?"), _gpt(f"The {obj.rim} tile.")]})
         stage3.append({"id": f"vid{index}_c", "video": name, "conversations": [
             _human(f"<video>\n{CAPTION_PROMPT}"), _gpt(caption(scene))]})
         stage3.append({"id": f"vid{index}_p", "video": name, "conversations": [
-            _human("<video>\nWhich colors are in the video?"), _gpt(colors_answer(scene))]})
+            _human("<video>\nWhich tiles are in the video?"), _gpt(tiles_answer(scene))]})
         for k, obj in enumerate(rng.sample(scene.objects, 2)):
-            question, answer = describe(obj, scene, cells, by=rng.choice(("shape", "color")))
+            question, answer = describe(obj, scene, cells)
             stage3.append({"id": f"vid{index}_i{k}", "video": name,
                            "conversations": [_human(f"<video>\n{question}"), _gpt(answer)]})
     for index in range(max(2, videos // 8)):
-        color = rng.choice(sorted(COLORS))
+        rim, centre = sample_colors(rng, 1)[0]
         stage3.append({"id": f"text{index}", "conversations": [
-            _human(f"Name a shape that could be {color}."), _gpt(rng.choice(SHAPES).capitalize() + ".")]})
+            _human(f"A tile has a {rim} rim and a {centre} centre. What color is its centre?"),
+            _gpt(f"{centre.capitalize()}.")]})
     files = {}
-    for stage, records in (("stage1", stage1), ("stage2", stage2), ("stage3", stage3)):
+    mcqa = [r for r in stage3 if r["id"].rsplit("_", 1)[-1].startswith("q")]
+    for stage, records in (("stage1", stage1), ("stage2", stage2), ("stage3", stage3), ("stage3_mcqa", mcqa)):
         files[stage] = out / f"{stage}.json"
         files[stage].write_text(json.dumps(records, indent=1))
     files["mixture"] = out / "data.yaml"
@@ -288,11 +298,11 @@ def make_eval_set(out: Path, rng: random.Random, videos: int, frames: int, size:
         block = [o for o in scene.objects if scene.in_block(o)]
         obj = rng.choice(block)
         items.append({
-            "video": name, "question": color_question(obj.shape), "candidates": options, "answer": obj.color,
+            "video": name, "question": color_question(obj.rim), "candidates": options, "answer": obj.centre,
             "cell": [obj.row, obj.col],
             "at_group_centre": (obj.row - scene.block[0], obj.col - scene.block[1]) == (1, 1),
-            "block_colors": sorted(o.color for o in block),
-            "objects": [{"shape": o.shape, "color": o.color, "cell": [o.row, o.col], "appears": o.appears,
+            "block_centres": sorted(o.centre for o in block),
+            "objects": [{"rim": o.rim, "centre": o.centre, "cell": [o.row, o.col], "appears": o.appears,
                          "in_block": scene.in_block(o)} for o in scene.objects],
         })
     task_file = questions / EVAL_TASK_FILE

@@ -14,6 +14,7 @@ import pytest
 from hicom_plugin import demo
 from hicom_plugin.config import HIComConfig, resolve_hicom_config
 from hicom_plugin.demo import PROFILES, ROW_NAMES, ROWS, aggregate, stage_argv
+from llava.tiny_lit import LIT_DIRNAME
 
 EXPECTED_ROWS = ("avgpool_433", "uncond_local", "cond_local", "cond_global", "cond_local_global", "onevision_2x2")
 QUICK_LIMIT_S = 120  # the issue: "quick mode runs in the test suite in <= 2 minutes"
@@ -43,16 +44,17 @@ def test_stage_argv_reads_the_tiny_scripts(env_and_run_dir):
         assert argv[0].startswith("--")  # the script path itself is dropped
         assert "--deepspeed" not in argv  # DS_CONFIG="": in-process training without DeepSpeed
         assert _flag(argv, "--output_dir") == f"{run_dir}/stage{stage}"
-        assert _flag(argv, "--data_path") == str(data / f"stage{stage}.json")
+        # stage 3 trains on the benchmark-format turns alone
+        assert _flag(argv, "--data_path") == str(data / ("stage3_mcqa.json" if stage == 3 else f"stage{stage}.json"))
         assert _flag(argv, "--num_frames") == str(quick.num_frames)
         assert _flag(argv, "--mm_projector_type") == "hicom"
-        assert _flag(argv, "--hicom_preset") == "paper"
+        assert _flag(argv, "--hicom_preset") == demo.PRESET == "release"
         assert _flag(argv, "--per_device_train_batch_size") == str(quick.batch[stage - 1])
         assert _flag(argv, "--gradient_accumulation_steps") == "1"
         assert _flag(argv, "--learning_rate") == str(quick.learning_rates[stage - 1])
         assert _flag(argv, "--run_name") == f"demo-cond_local-seed0-stage{stage}"
         assert _flag(argv, "--model_name_or_path").endswith("qwen2-tiny")
-        assert _flag(argv, "--vision_tower").endswith("siglip-tiny")
+        assert _flag(argv, "--vision_tower") == str(Path(env["TINY"]) / LIT_DIRNAME)  # the LiT-tuned SigLIP
     assert _flag(argvs[1], "--use_guide") == "off"
     assert _flag(argvs[1], "--version") == "plain"
     assert "--pretrain_mm_mlp_adapter" not in argvs[1]
@@ -123,11 +125,17 @@ def test_every_row_builds_a_valid_hicom_config():
         if row.overrides is None:
             continue
         for stage in (1, 2, 3):
-            config = resolve_hicom_config("paper").replace(**row.stage_overrides(stage))
+            config = resolve_hicom_config(demo.PRESET).replace(**row.stage_overrides(stage))
             assert isinstance(config, HIComConfig)
             assert HIComConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-        configs[row.name] = resolve_hicom_config("paper", **row.overrides)
+        configs[row.name] = resolve_hicom_config(demo.PRESET, **row.overrides)
     assert configs["avgpool_433"].local_mode == "average"
+    # every row groups like the synthetic blocks (padding, not overlap); the instruction reaches the
+    # local queries as the release does it: SigLIP's dense keys, the text embedding added unmapped
+    assert {config.group_scheme for config in configs.values()} == {"pad"}
+    for name in ("cond_local", "cond_local_global"):
+        assert configs[name].needs_dense_embeds and not configs[name].direct_mlp
+    assert not any(configs[name].needs_dense_embeds for name in ("avgpool_433", "uncond_local", "cond_global"))
     assert not configs["uncond_local"].uses_text and not configs["avgpool_433"].uses_text
     assert configs["cond_local"].uses_text and configs["cond_local_global"].uses_text
     assert configs["cond_global"].local_kernel is None and configs["cond_global"].num_global_queries > 0
@@ -150,11 +158,34 @@ def test_aggregate_means_and_stds_in_row_order():
 # ---- the quick pipeline, end to end ------------------------------------------------------------------
 
 
+class _Recorder(list):
+    put = list.append  # the one Queue method the progress callback uses
+
+
+def test_training_reports_progress_through_the_callback(tmp_path, tiny_dir):
+    """``train(callbacks=...)`` hands the callback to the trainer: one report per optimizer step."""
+    from llava.synthetic import make_dataset
+    from llava.tiny_lit import LitSettings, make_lit_siglip
+    from llava.train.train import train
+
+    quick = PROFILES["quick"]
+    make_dataset(tmp_path / "data", **quick.dataset_args())
+    make_lit_siglip(tiny_dir, LitSettings(steps=quick.lit_steps))
+    job = {"budget": dataclasses.asdict(quick), "data": str(tmp_path / "data"), "tiny": str(tiny_dir),
+           "row": "avgpool_433", "seed": 0}
+    row = demo._row("avgpool_433")
+    argv = stage_argv(1, demo._stage_env(job, tmp_path / "run"), demo._stage_extra(row, 1, quick, 0))
+    reports = _Recorder()
+    trainer = train(argv=argv, callbacks=[demo._progress_callback(reports, "avgpool_433/seed0", 0)])
+    assert trainer.state.global_step == quick.max_steps == 2
+    assert reports == [("avgpool_433/seed0", 0, 0.5), ("avgpool_433/seed0", 0, 1.0)]
+
+
 def test_quick_demo_end_to_end_and_cached(tmp_path, tiny_llava_dir):
     from PIL import Image
 
-    # the session's tiny checkpoints, all parts built (the demo's make_all then skips every part and
-    # writes nothing into the shared folder); skipped while the LLaVA assembler is missing
+    # the session's tiny checkpoints, all parts built (the demo's make_all then skips every part; it
+    # only adds the LiT-tuned SigLIP to the shared folder); skipped while the LLaVA assembler is missing
     tiny_dir = tiny_llava_dir.parent
     out = tmp_path / "demo"
     argv = ["--out", str(out), "--tiny", str(tiny_dir), "--profile", "quick", "--workers", "2"]
@@ -206,3 +237,18 @@ def test_quick_demo_end_to_end_and_cached(tmp_path, tiny_llava_dir):
     # no run was trained again: every run's done.json is untouched
     assert {p: p.stat().st_mtime_ns for p in done_mtimes} == done_mtimes
     assert second < 0.5 * first, f"cached call took {second:.1f} s, the first {first:.1f} s"
+
+
+def test_dataset_is_rebuilt_when_the_generator_changes(tmp_path, monkeypatch):
+    import llava.synthetic
+
+    quick, folder = PROFILES["quick"], tmp_path / "data"
+    demo.prepare_data(folder, quick)
+    stamp = folder / "dataset.json"
+    written = stamp.stat().st_mtime_ns
+    demo.prepare_data(folder, quick)
+    assert stamp.stat().st_mtime_ns == written  # same generator, same arguments: reused
+    monkeypatch.setattr(llava.synthetic, "GENERATOR_VERSION", llava.synthetic.GENERATOR_VERSION + 1)
+    demo.prepare_data(folder, quick)
+    assert json.loads(stamp.read_text())["generator_version"] == llava.synthetic.GENERATOR_VERSION
+    assert (folder / "stage3.json").is_file()

@@ -1,5 +1,6 @@
 """The synthetic instruction-dependent video set: a pure function of its seed, decodable as written,
-readable by the real MVBench loader, and built from scenes whose asked-about objects share a block."""
+readable by the real MVBench loader, and built from scenes of two-tone tiles (a rim of one color around
+a centre of another) whose asked-about tiles share a block."""
 
 from __future__ import annotations
 
@@ -21,20 +22,29 @@ from llava.synthetic import (
     EVAL_TASK_FILE,
     EVAL_VIDEO_DIR,
     IN_BLOCK,
-    SHAPES,
     Scene,
     SceneObject,
+    centre_mask,
     make_dataset,
     render_frame,
+    sample_colors,
     sample_scene,
 )
 from llava.utils import load_video_frames
 
 SIZE, PATCH, FRAMES = 56, 8, 16
 CELLS = SIZE // PATCH
-N_OBJECTS = IN_BLOCK + 1  # the block's objects and the lone one
+N_OBJECTS = IN_BLOCK + 1  # the block's tiles and the lone one
 SMALL = dict(videos=3, images=2, frames=FRAMES, size=SIZE, fps=8, patch=PATCH, eval_videos=4)
 ANNOTATIONS = ("stage1", "stage2", "stage3", "mixture")
+COLOR = "|".join(COLORS)
+# synthetic.caption: "A red tile with a blue centre, a green tile with a purple centre and a ..."
+CAPTION_TILE = re.compile(rf"(?:^A|, a| and a) ({COLOR}) tile with a ({COLOR}) centre")
+# synthetic.describe: "The red tile has a blue centre. It is at the top left and is there from the start."
+DESCRIPTION = re.compile(rf"The ({COLOR}) tile has a ({COLOR}) centre\. It is at the (?:centre|(?:top|middle|bottom) "
+                         rf"(?:left|centre|right)) and (?:is there from the start|appears shortly after the start|"
+                         rf"appears in the middle)\.")
+COLOR_QUESTION = re.compile(rf"What color is the centre of the ({COLOR}) tile\?")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +81,7 @@ def test_annotation_counts_and_media_paths(datasets):
     stage2 = json.loads(files["stage2"].read_text())
     stage3 = json.loads(files["stage3"].read_text())
     assert len(stage1) == SMALL["images"] + SMALL["videos"]
-    assert len(stage2) == SMALL["videos"] * N_OBJECTS  # one description per object
+    assert len(stage2) == SMALL["videos"] * N_OBJECTS  # one description per tile
     for record in stage1 + stage2 + stage3:
         media = record.get("video") or record.get("image")
         if media is not None:
@@ -97,19 +107,68 @@ def test_every_video_decodes_to_the_written_frames(datasets):
         assert sampled.frames.shape == (8, SIZE, SIZE, 3), path
 
 
+def test_decoded_eval_videos_keep_each_tiles_two_tones_apart(datasets):
+    """Through the lossy codec (yuv420p), every decoded pixel of a tile's centre is still nearest its centre
+    color, of the background nearest the background, and most of a rim's nearest its rim color (a few rim
+    pixels of the darkest colors drift toward the grey), in every frame: the question's answer survives."""
+    palette = np.array([(BACKGROUND,) * 3, *COLORS.values()], float)
+    index = {name: k + 1 for k, name in enumerate(COLORS)}  # 0: the background
+    centre = centre_mask(PATCH)
+    for key in ("a", "c"):
+        _, files = datasets[key]
+        for item in json.loads(_task_file(files).read_text()):
+            frames = load_video_frames(files["eval_videos"] / EVAL_VIDEO_DIR / item["video"], backend="decord").frames
+            nearest = ((frames.astype(float)[..., None, :] - palette) ** 2).sum(-1).argmin(-1)  # (T, H, W)
+            assert nearest.shape == (FRAMES, SIZE, SIZE)
+            tiles = np.zeros((SIZE, SIZE), bool)
+            for obj in item["objects"]:
+                (row, col), shown = obj["cell"], obj["appears"]
+                tiles[row * PATCH:(row + 1) * PATCH, col * PATCH:(col + 1) * PATCH] = True
+                cell = nearest[:, row * PATCH:(row + 1) * PATCH, col * PATCH:(col + 1) * PATCH]
+                assert (cell[:shown] == 0).all(), (key, item["video"], obj)  # not there yet
+                assert (cell[shown:, centre] == index[obj["centre"]]).all(), (key, item["video"], obj)
+                rim_share = (cell[shown:, ~centre] == index[obj["rim"]]).mean(axis=1)
+                assert rim_share.min() >= 0.75, (key, item["video"], obj, rim_share.min())
+            assert (nearest[:, ~tiles] == 0).all(), (key, item["video"])
+
+
+def _caption_tiles(text: str) -> list[tuple[str, str]]:
+    """(rim, centre) of every tile a :func:`synthetic.caption` names; the caption must be exactly that list
+    ("A red tile with a blue centre, a ... and a ...") with the rims in the order of ``COLORS``."""
+    tiles = CAPTION_TILE.findall(text)
+    assert tiles, text
+    parts = [f"a {rim} tile with a {centre} centre" for rim, centre in tiles]
+    listing = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    assert text == "A" + listing[1:] + ".", text
+    order = list(COLORS)
+    assert [order.index(rim) for rim, _ in tiles] == sorted(order.index(rim) for rim, _ in tiles), text
+    return tiles
+
+
 def test_training_images_are_rendered_frames(datasets):
     from PIL import Image
 
-    folder, _ = datasets["a"]
+    folder, files = datasets["a"]
     images = sorted((folder / "images").glob("*.png"))
     assert len(images) == SMALL["images"]
+    captions = {r["image"]: r["conversations"][1]["value"] for r in json.loads(files["stage1"].read_text())
+                if "image" in r}
+    rim_pixels = PATCH * PATCH - int(centre_mask(PATCH).sum())
+    centre_pixels = int(centre_mask(PATCH).sum())
     for path in images:
         array = np.asarray(Image.open(path).convert("RGB"))
         assert array.shape == (SIZE, SIZE, 3)
-        colors = {tuple(p) for p in array.reshape(-1, 3)}
-        # PNG is lossless: only the background and the object colors appear
+        pixels = [tuple(int(v) for v in p) for p in array.reshape(-1, 3)]
+        colors = set(pixels)
+        # PNG is lossless: only the background and the tiles' colors appear
         assert colors <= {(BACKGROUND,) * 3, *COLORS.values()}
-        assert len(colors) == 1 + N_OBJECTS  # every object is visible in a 1-frame scene
+        tiles = _caption_tiles(captions[f"images/{path.name}"])
+        assert len(tiles) == N_OBJECTS
+        # every tile is visible in a 1-frame scene: its rim and its centre, and nothing else besides the background
+        assert colors == {(BACKGROUND,) * 3} | {COLORS[c] for tile in tiles for c in tile}
+        for name, rgb in COLORS.items():  # each rim covers the cell outside the centre, each centre the rest
+            expected = sum(rim_pixels * (rim == name) + centre_pixels * (centre == name) for rim, centre in tiles)
+            assert pixels.count(rgb) == expected, (path.name, name)
 
 
 # ---- the eval set through the real benchmark loader ------------------------------------------------
@@ -129,19 +188,32 @@ def test_eval_set_loads_with_the_mvbench_loader(datasets):
         assert (files["eval_videos"] / question.videos[0]).is_file()
 
 
-def test_eval_items_ask_about_an_object_in_the_shared_block(datasets):
+def test_eval_items_ask_about_a_tile_in_the_shared_block(datasets):
     _, files = datasets["a"]
-    for item in json.loads(_task_file(files).read_text()):
-        shape = re.fullmatch(r"What color is the (\w+)\?", item["question"]).group(1)
-        asked = next(o for o in item["objects"] if o["shape"] == shape)
+    items = json.loads(_task_file(files).read_text())
+    assert len(items) == SMALL["eval_videos"]
+    for item in items:
+        assert set(item) == {"video", "question", "candidates", "answer", "cell", "at_group_centre",
+                             "block_centres", "objects"}
+        rim = COLOR_QUESTION.fullmatch(item["question"]).group(1)
+        assert item["question"] == synthetic.color_question(rim)
+        assert len(item["objects"]) == N_OBJECTS
+        for obj in item["objects"]:
+            assert set(obj) == {"rim", "centre", "cell", "appears", "in_block"}
+            assert obj["rim"] in COLORS and obj["centre"] in COLORS and obj["rim"] != obj["centre"]
+        assert len({o["rim"] for o in item["objects"]}) == N_OBJECTS
+        assert len({o["centre"] for o in item["objects"]}) == N_OBJECTS
+        (asked,) = [o for o in item["objects"] if o["rim"] == rim]
         assert item["candidates"] == list(COLORS)
-        assert item["answer"] in item["block_colors"]
-        assert asked["color"] == item["answer"]
+        assert item["answer"] in item["candidates"]
+        assert item["answer"] in item["block_centres"]
+        assert asked["centre"] == item["answer"]
+        assert item["answer"] != rim  # the answer is the centre, never the named rim
         assert asked["cell"] == item["cell"]
         assert asked["in_block"]
         in_block = [o for o in item["objects"] if o["in_block"]]
         assert len(in_block) == IN_BLOCK
-        assert item["block_colors"] == sorted(o["color"] for o in in_block)
+        assert item["block_centres"] == sorted(o["centre"] for o in in_block)
         # the block's top-left corner is a multiple of BLOCK; the asked cell's offset inside it decides centre
         top, left = (min(o["cell"][axis] for o in in_block) // BLOCK * BLOCK for axis in (0, 1))
         offset = (item["cell"][0] - top, item["cell"][1] - left)
@@ -157,10 +229,12 @@ def test_scene_invariants_over_many_seeds():
     for k in range(200):
         scene = sample_scene(random.Random(k), frames=16, cells=7)
         assert len(scene.objects) == N_OBJECTS
-        shapes = [o.shape for o in scene.objects]
-        assert len(set(shapes)) == N_OBJECTS and set(shapes) <= set(SHAPES)
-        colors = [o.color for o in scene.objects]
-        assert len(set(colors)) == N_OBJECTS and set(colors) <= set(COLORS)
+        rims = [o.rim for o in scene.objects]
+        assert len(set(rims)) == N_OBJECTS and set(rims) <= set(COLORS)
+        centres = [o.centre for o in scene.objects]
+        assert len(set(centres)) == N_OBJECTS and set(centres) <= set(COLORS)
+        assert all(o.rim != o.centre for o in scene.objects)  # no tile is one color
+        assert all(scene.find(o.rim) == o for o in scene.objects)
         assert len({(o.row, o.col) for o in scene.objects}) == N_OBJECTS
         assert all(0 <= o.row < 7 and 0 <= o.col < 7 for o in scene.objects)
         assert scene.block[0] % BLOCK == 0 and scene.block[1] % BLOCK == 0
@@ -173,9 +247,25 @@ def test_scene_invariants_over_many_seeds():
                 centre += 1
             else:
                 off_centre += 1
-    # three of nine cells are used at random: about a third of scenes hold an object at the centre
+    # three of nine cells are used at random: about a third of scenes hold a tile at the centre
     assert centre > 0
     assert off_centre > centre
+
+
+def test_sample_colors_pairs_distinct_rims_with_distinct_other_centres():
+    pairs_seen = set()
+    for count in range(1, len(COLORS) + 1):
+        for k in range(50):
+            pairs = sample_colors(random.Random(k), count)
+            assert pairs == sample_colors(random.Random(k), count)  # a function of the rng
+            assert len(pairs) == count
+            rims, centres = [r for r, _ in pairs], [c for _, c in pairs]
+            assert len(set(rims)) == count and set(rims) <= set(COLORS)
+            assert len(set(centres)) == count and set(centres) <= set(COLORS)
+            assert all(r != c for r, c in pairs)
+            pairs_seen.update(pairs)
+    # every two-tone combination turns up: nothing but "rim != centre" constrains a pair
+    assert pairs_seen == {(r, c) for r in COLORS for c in COLORS if r != c}
 
 
 def test_sample_scene_is_a_function_of_the_rng():
@@ -195,49 +285,87 @@ def _cell(image: np.ndarray, row: int, col: int) -> np.ndarray:
     return image[row * PATCH:(row + 1) * PATCH, col * PATCH:(col + 1) * PATCH]
 
 
-def test_render_frame_puts_each_color_in_its_cell_and_background_elsewhere():
+def _assert_tile(cell: np.ndarray, obj: SceneObject) -> None:
+    """The whole cell is the tile: its rim color outside :func:`centre_mask`, its centre color inside."""
+    centre = centre_mask(PATCH)
+    assert (cell[~centre] == np.array(COLORS[obj.rim], np.uint8)).all(), obj
+    assert (cell[centre] == np.array(COLORS[obj.centre], np.uint8)).all(), obj
+
+
+def test_render_frame_paints_each_tile_in_its_cell_and_background_elsewhere():
     for k in range(20):
         scene = sample_scene(random.Random(k), frames=16, cells=CELLS)
         last = render_frame(scene, scene.frames - 1, SIZE, PATCH)
         assert last.shape == (SIZE, SIZE, 3) and last.dtype == np.uint8
         mask = np.zeros((SIZE, SIZE), bool)
         for obj in scene.objects:
-            cell = _cell(last, obj.row, obj.col).reshape(-1, 3)
-            color = np.array(COLORS[obj.color], np.uint8)
-            hits = (cell == color).all(axis=1)
-            assert hits.sum() >= 4, (k, obj)  # the silhouette is drawn in the object's color
-            assert ((cell == BACKGROUND).all(axis=1) | hits).all()  # nothing else inside the cell
+            _assert_tile(_cell(last, obj.row, obj.col), obj)
             mask[obj.row * PATCH:(obj.row + 1) * PATCH, obj.col * PATCH:(obj.col + 1) * PATCH] = True
+        assert mask.sum() == N_OBJECTS * PATCH * PATCH
         assert (last[~mask] == BACKGROUND).all()
 
 
-def test_objects_are_absent_before_they_appear():
+def test_tiles_are_absent_before_they_appear():
     objects = (
-        SceneObject("circle", "red", 0, 0, appears=0),
-        SceneObject("cross", "green", 1, 1, appears=4),
-        SceneObject("square", "blue", 2, 2, appears=8),
-        SceneObject("triangle", "yellow", 5, 5, appears=0),
+        SceneObject("red", "blue", 0, 0, appears=0),
+        SceneObject("green", "yellow", 1, 1, appears=4),
+        SceneObject("blue", "purple", 2, 2, appears=8),
+        SceneObject("yellow", "red", 5, 5, appears=0),
     )
     scene = Scene(objects, block=(0, 0), frames=16)
     for frame in range(16):
         image = render_frame(scene, frame, SIZE, PATCH)
         for obj in objects:
             cell = _cell(image, obj.row, obj.col)
-            visible = (cell == np.array(COLORS[obj.color], np.uint8)).all(axis=-1).any()
+            visible = (cell != BACKGROUND).any()
             assert visible == (frame >= obj.appears), (frame, obj)
-            if frame < obj.appears:
+            if frame >= obj.appears:
+                _assert_tile(cell, obj)
+            else:
                 assert (cell == BACKGROUND).all()
 
 
-def test_shapes_have_distinct_silhouettes():
-    masks = [synthetic.shape_mask(shape, PATCH) for shape in SHAPES]
-    for i, a in enumerate(masks):
-        assert a.shape == (PATCH, PATCH) and 0.25 * a.size < a.sum() < a.size  # fills part of its cell
-        for b in masks[i + 1:]:
-            assert (a != b).any()
+def _square(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` (end-exclusive) of ``mask``, asserting it is one filled rectangle."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    filled = np.zeros_like(mask)
+    filled[top:bottom, left:right] = True
+    assert (mask == filled).all(), mask.astype(int)
+    return int(top), int(bottom), int(left), int(right)
+
+
+def test_centre_mask_is_a_centred_even_aligned_square():
+    mask = centre_mask(PATCH)
+    assert mask.shape == (PATCH, PATCH) and mask.dtype == bool
+    assert 0 < mask.sum() < mask.size  # neither empty nor the whole cell: both tones show
+    assert mask.sum() * 4 == mask.size  # a quarter of the cell
+    top, bottom, left, right = _square(mask)
+    assert bottom - top == right - left  # a square ...
+    assert (top, left) == (PATCH - bottom, PATCH - right)  # ... centred in the cell
+    # yuv420p keeps chroma per 2 x 2 pixels: an even-aligned centre shares no chroma sample with the rim
+    assert all(edge % 2 == 0 for edge in (top, bottom, left, right))
+    for patch in (4, 14, 16):  # the same geometry at other patch sizes
+        top, bottom, left, right = _square(centre_mask(patch))
+        assert 0 < top == left == patch - bottom == patch - right
+    assert centre_mask(16).sum() * 4 == 16 * 16
+    assert all(edge % 2 == 0 for edge in _square(centre_mask(16)))
 
 
 # ---- training annotations use the eval's prompt --------------------------------------------------
+
+
+def _descriptions(stage2: list[dict]) -> dict[tuple[str, str], str]:
+    """``{(video, rim): centre}`` from the stage-2 descriptions (:func:`synthetic.describe`'s format)."""
+    described = {}
+    for record in stage2:  # "Describe the red tile." -> "The red tile has a blue centre. It is at ..."
+        human, gpt = (turn["value"] for turn in record["conversations"])
+        rim, centre = DESCRIPTION.fullmatch(gpt).groups()
+        assert human == f"<video>\nDescribe the {rim} tile."
+        assert rim != centre
+        assert (record["video"], rim) not in described
+        described[(record["video"], rim)] = centre
+    return described
 
 
 def test_stage3_multiple_choice_matches_the_mvbench_prompt(datasets):
@@ -247,27 +375,75 @@ def test_stage3_multiple_choice_matches_the_mvbench_prompt(datasets):
     options = tuple(COLORS)
     mcqa = [r for r in stage3 if "\nOptions:\n" in r["conversations"][0]["value"]]
     assert len(mcqa) == SMALL["videos"] * N_OBJECTS
-    described = {}
-    for record in json.loads(files["stage2"].read_text()):  # "The triangle is red." / "The red object is a triangle."
-        answer = record["conversations"][1]["value"]
-        by_shape = re.match(r"The (\w+) is (\w+)\.", answer)
-        by_color = re.match(r"The (\w+) object is a (\w+)\.", answer)
-        shape, color = by_shape.groups() if by_shape else by_color.groups()[::-1]
-        assert shape in SHAPES and color in COLORS
-        described[(record["video"], shape)] = color
+    assert all(re.fullmatch(r"vid\d+_q\d+", r["id"]) for r in mcqa)
+    described = _descriptions(json.loads(files["stage2"].read_text()))
     assert len(described) == len(mcqa)
+    asked = set()
     for record in mcqa:
         human, gpt = (turn["value"] for turn in record["conversations"])
-        shape = re.search(r"What color is the (\w+)\?", human).group(1)
-        color = described[(record["video"], shape)]
-        letter = LETTERS[options.index(color)]
-        question = VideoQuestion(qid="x", question=synthetic.color_question(shape), videos=(record["video"],),
+        rim = re.search(rf"What color is the centre of the ({COLOR}) tile\?", human).group(1)
+        asked.add((record["video"], rim))
+        centre = described[(record["video"], rim)]
+        assert centre != rim
+        letter = LETTERS[options.index(centre)]
+        question = VideoQuestion(qid="x", question=synthetic.color_question(rim), videos=(record["video"],),
                                  options=options, answer=letter, task="Moving Attribute")
         expected = prompt_fn(question, None)
         assert expected == synthetic.multiple_choice_prompt(question.question, options)
         assert human == f"<video>\n{expected}"
-        assert gpt == f"({letter}) {color}"
-        assert re.fullmatch(rf"\([{LETTERS[:len(options)]}]\) ({'|'.join(COLORS)})", gpt)
+        assert gpt == f"({letter}) {centre}"
+        assert re.fullmatch(rf"\([{LETTERS[:len(options)]}]\) ({COLOR})", gpt)
+    assert asked == set(described)  # one question per tile of every video
+
+
+def test_other_records_agree_with_the_descriptions(datasets):
+    """Captions, the open centre question, the tile list, the stage-3 descriptions and the text-only turns
+    all tell the same scene as the stage-2 descriptions."""
+    _, files = datasets["a"]
+    stage1 = json.loads(files["stage1"].read_text())
+    stage2 = json.loads(files["stage2"].read_text())
+    stage3 = json.loads(files["stage3"].read_text())
+    described = _descriptions(stage2)
+    scenes: dict[str, dict[str, str]] = {}
+    for (video, rim), centre in described.items():
+        scenes.setdefault(video, {})[rim] = centre
+    assert len(scenes) == SMALL["videos"] and all(len(t) == N_OBJECTS for t in scenes.values())
+    by_id = {r["id"]: r for r in stage3}
+    stage2_answers = {r["conversations"][1]["value"] for r in stage2}
+    for index in range(SMALL["videos"]):
+        video = f"videos/vid_{index:04d}.mp4"
+        tiles = scenes[video]
+        (caption_record,) = [r for r in stage1 if r.get("video") == video]
+        assert caption_record["conversations"][0]["value"] == "<video>"
+        assert dict(_caption_tiles(caption_record["conversations"][1]["value"])) == tiles
+        record = by_id[f"vid{index}_c"]
+        assert record["video"] == video
+        assert record["conversations"][0]["value"] == f"<video>\n{synthetic.CAPTION_PROMPT}"
+        assert dict(_caption_tiles(record["conversations"][1]["value"])) == tiles
+        record = by_id[f"vid{index}_s"]
+        centre = re.fullmatch(rf"<video>\nWhich tile has a ({COLOR}) centre\?",
+                              record["conversations"][0]["value"]).group(1)
+        (rim,) = [r for r, c in tiles.items() if c == centre]
+        assert record["conversations"][1]["value"] == f"The {rim} tile."
+        record = by_id[f"vid{index}_p"]
+        assert record["conversations"][0]["value"] == "<video>\nWhich tiles are in the video?"
+        rims = [c for c in COLORS if c in tiles]  # in the order of COLORS
+        assert record["conversations"][1]["value"] == f"{rims[0].capitalize()}, {rims[1]} and {rims[2]} tiles."
+        extra = [by_id[f"vid{index}_i{k}"] for k in range(2)]
+        for record in extra:
+            human, gpt = (turn["value"] for turn in record["conversations"])
+            rim, centre = DESCRIPTION.fullmatch(gpt).groups()
+            assert tiles[rim] == centre and human == f"<video>\nDescribe the {rim} tile."
+            assert gpt in stage2_answers  # the same words as the stage-2 description of that tile
+        assert len({DESCRIPTION.fullmatch(r["conversations"][1]["value"]).group(1) for r in extra}) == 2
+    text_only = [r for r in stage3 if "video" not in r and "image" not in r]
+    assert len(text_only) == max(2, SMALL["videos"] // 8)
+    for record in text_only:
+        human, gpt = (turn["value"] for turn in record["conversations"])
+        rim, centre = re.fullmatch(rf"A tile has a ({COLOR}) rim and a ({COLOR}) centre\. What color is its centre\?",
+                                   human).groups()
+        assert rim != centre and gpt == f"{centre.capitalize()}."
+    assert len(stage3) == SMALL["videos"] * (N_OBJECTS + 5) + len(text_only)
 
 
 def test_multiple_choice_answer_letters():
