@@ -4,12 +4,13 @@
     python -m hicom_plugin.demo --out playground/demo --seeds 0 1 2 # mean +- std over 3 seeds
 
 1. tiny offline checkpoints (``llava.tiny``: SigLIP with vision and text towers, Qwen2 with a byte-level
-   BPE tokenizer) under ``--tiny``;
+   BPE tokenizer) under ``--tiny``, and the SigLIP whose text tower is LiT-tuned on the synthetic
+   tiles (``llava.tiny_lit``), the vision tower of every run;
 2. the synthetic instruction-dependent video QA set (``llava.synthetic``) under ``OUT/data``: training
    annotations for the three stages and a held-out MVBench-layout multiple-choice set;
-3. for every row of :data:`ROWS` and every seed, the three HICom stages with the real trainer, with
-   the flags of ``scripts/train/tiny/stage*.sh`` (asked from the scripts with ``LAUNCHER=print``,
-   then trained in-process, one process per core), and the same budget for every row;
+3. for every row of :data:`ROWS` (over :data:`PRESET`) and every seed, the three HICom stages with
+   the real trainer, with the flags of ``scripts/train/tiny/stage*.sh`` (asked from the scripts with
+   ``LAUNCHER=print``, then trained in-process, one process per core), the same budget for every row;
 4. evaluation with ``llava.eval.model_video_mcqa`` + ``llava.eval.eval_video_mcqa`` (MVBench);
 5. ``OUT/results.json`` (rows ``{"name", "tokens", "acc_mean", "acc_std", "seeds"}``),
    ``OUT/results.md``, ``OUT/runs.json`` (every run: losses, subsets, seconds), and the figures
@@ -99,14 +100,14 @@ class Budget:
     video_frames: int = 24  # 3 s at 8 fps
     fps: int = 8
     num_frames: int = 8  # sampled per video, as the paper's 8f ablation row
-    epochs: tuple[int, int, int] = (1, 1, 7)
+    epochs: tuple[int, int, int] = (1, 1, 10)
     batch: tuple[int, int, int] = (16, 16, 8)
     learning_rates: tuple[float, float, float] = (1e-3, 1e-3, 2e-3)
     injector_lr: float = 1e-2  # stage 2: the injection modules (the paper's 10x the compressor's)
     projector_lr: float = 2e-2  # stage 3: the projector, which starts far from the LLM's embeddings
     max_steps: int = 0  # 0: the epochs decide
     data_seed: int = 0
-    lit_steps: int = 1000  # the tiny SigLIP's text tower, tuned on the tiles (llava.tiny_lit)
+    lit_steps: int = 800  # the tiny SigLIP's text tower, tuned on the tiles (llava.tiny_lit)
 
     def dataset_args(self) -> dict:
         return dict(seed=self.data_seed, videos=self.train_videos, images=self.images, frames=self.video_frames,
@@ -140,8 +141,8 @@ def prepare_data(folder: Path, budget: Budget) -> dict[str, Path]:
     from llava.synthetic import make_dataset
 
     stamp, wanted = folder / "dataset.json", dataset_stamp(budget)
-    names = {"stage1": "stage1.json", "stage2": "stage2.json", "stage3": "stage3.json", "stage3_mcqa": "stage3_mcqa.json",
-             "eval_questions": "eval/json", "eval_videos": "eval/video"}
+    names = {"stage1": "stage1.json", "stage2": "stage2.json", "stage3": "stage3.json",
+             "stage3_mcqa": "stage3_mcqa.json", "eval_questions": "eval/json", "eval_videos": "eval/video"}
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return {key: folder / name for key, name in names.items()}
     if folder.exists():
@@ -402,7 +403,7 @@ def run_ablation(out: Path, tiny: Path, budget: Budget, seeds: list[int], rows: 
             if fresh and run_dir.exists():
                 shutil.rmtree(run_dir)
             fingerprint = _fingerprint([dataclasses.asdict(row), dataclasses.asdict(budget), seed, data_fp,
-                                        lit_record["version"]])
+                                        lit_record["version"], lit_record["settings"]])
             jobs.append({"key": f"{name}/seed{seed}", "row": name, "seed": seed, "run_dir": str(run_dir),
                          "data": str(out / "data"), "tiny": str(tiny), "budget": dataclasses.asdict(budget),
                          "fingerprint": fingerprint})

@@ -234,7 +234,7 @@ def make_dataset(out: str | Path, seed: int = 0, videos: int = 24, images: int =
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     options = tuple(COLORS)
-    stage1, stage2, stage3 = [], [], []
+    stage1, stage2, stage3, mcqa = [], [], [], []
     for index in range(images):
         scene = sample_scene(rng, 1, cells)
         name = f"images/img_{index:04d}.png"
@@ -250,8 +250,9 @@ def make_dataset(out: str | Path, seed: int = 0, videos: int = 24, images: int =
             stage2.append({"id": f"vid{index}_d{k}", "video": name,
                            "conversations": [_human(f"<video>\n{question}"), _gpt(answer)]})
             prompt = multiple_choice_prompt(color_question(obj.rim), options)
-            stage3.append({"id": f"vid{index}_q{k}", "video": name, "conversations": [
+            mcqa.append({"id": f"vid{index}_q{k}", "video": name, "conversations": [
                 _human(f"<video>\n{prompt}"), _gpt(multiple_choice_answer(obj.centre, options))]})
+            stage3.append(mcqa[-1])
         obj = rng.choice(scene.objects)
         stage3.append({"id": f"vid{index}_s", "video": name, "conversations": [
             _human(f"<video>\nWhich tile has a {obj.centre} centre?"), _gpt(f"The {obj.rim} tile.")]})
@@ -269,7 +270,6 @@ def make_dataset(out: str | Path, seed: int = 0, videos: int = 24, images: int =
             _human(f"A tile has a {rim} rim and a {centre} centre. What color is its centre?"),
             _gpt(f"{centre.capitalize()}.")]})
     files = {}
-    mcqa = [r for r in stage3 if r["id"].rsplit("_", 1)[-1].startswith("q")]
     for stage, records in (("stage1", stage1), ("stage2", stage2), ("stage3", stage3), ("stage3_mcqa", mcqa)):
         files[stage] = out / f"{stage}.json"
         files[stage].write_text(json.dumps(records, indent=1))
