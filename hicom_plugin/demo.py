@@ -215,9 +215,27 @@ def _progress_callback(queue, key: str, unit: int):
 _QUEUE = None
 
 
-def _init_worker(queue, threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel sends this worker SIGTERM when the demo process ends, however it ends, so
+    a killed demo leaves no run training in the background (Ctrl-C reaches the whole group anyway)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM) != 0:
+        logger.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d): workers may outlive a killed demo",
+                       ctypes.get_errno())
+    elif os.getppid() != parent:  # the demo ended before the guard was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(queue, threads: int, parent: int | None = None) -> None:
     global _QUEUE
     _QUEUE = queue
+    if parent is not None:
+        _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
@@ -420,7 +438,7 @@ def run_ablation(out: Path, tiny: Path, budget: Budget, seeds: list[int], rows: 
     with tqdm(total=4 * len(jobs), unit="stage", bar_format="{l_bar}{bar}| {n:.1f}/{total} stages "
               "[{elapsed}<{remaining}]{postfix}") as bar, \
             ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                initargs=(queue, threads)) as pool:
+                                initargs=(queue, threads, os.getpid())) as pool:
         pending = {pool.submit(run_one, job): job for job in jobs}
         while pending:
             done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)

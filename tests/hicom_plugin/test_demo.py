@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -252,3 +256,56 @@ def test_dataset_is_rebuilt_when_the_generator_changes(tmp_path, monkeypatch):
     demo.prepare_data(folder, quick)
     assert json.loads(stamp.read_text())["generator_version"] == llava.synthetic.GENERATOR_VERSION
     assert (folder / "stage3.json").is_file()
+
+
+_ORPHAN_SCRIPT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from hicom_plugin import demo
+
+def report_and_wait(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(1, mp_context=context, initializer=demo._init_worker,
+                               initargs=(context.Queue(), 1, os.getpid()))
+    pool.submit(report_and_wait, sys.argv[1])
+    time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_workers_end_when_the_demo_is_killed(tmp_path):
+    """SIGTERM to the demo process (a scheduler's or `pkill`'s) must not leave a run training."""
+    script, pid_file = tmp_path / "parent.py", tmp_path / "worker.pid"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)], cwd=Path(demo.REPO))
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()):
+            assert time.monotonic() < deadline, "the worker never started"
+            assert parent.poll() is None, "the parent script failed"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(worker):
+            assert time.monotonic() < deadline, f"worker {worker} outlived the killed demo"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as gone
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.is_file() and stat.read_text().split(") ", 1)[1][0] != "Z"
