@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers import SiglipModel
 
+from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
 from llava.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR
 from llava.tiny_lit import LIT_DIRNAME
 from llava.utils import load_video_frames
@@ -47,20 +48,20 @@ def group_means(features: torch.Tensor) -> torch.Tensor:
     return (total / counts.reshape(*shape, 1).sum((1, 3, 5))).flatten()
 
 
-def video_features(tower: torch.nn.Module, path: Path) -> torch.Tensor:
-    frames = torch.from_numpy(load_video_frames(path, num_frames=NUM_FRAMES, backend="decord").frames)
-    pixels = frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # SigLIP's processor: mean = std = 0.5
+def video_features(tower: torch.nn.Module, processor: SigLipImageProcessor, path: Path) -> torch.Tensor:
+    frames = load_video_frames(path, num_frames=NUM_FRAMES, backend="decord").frames
+    pixels = processor.preprocess(frames, return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
     side = int(hidden.shape[1] ** 0.5)
     return group_means(hidden.reshape(len(frames), side, side, -1))
 
 
-def examples(tower, items: list[tuple[Path, str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+def examples(tower, processor, items: list[tuple[Path, str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
     names, cache, rows, labels = list(COLORS), {}, [], []
     for path, rim, answer in items:
         if path not in cache:
-            cache[path] = video_features(tower, path)
+            cache[path] = video_features(tower, processor, path)
         rows.append(torch.cat([cache[path], F.one_hot(torch.tensor(names.index(rim)), len(names)).float()]))
         labels.append(names.index(answer))
     return torch.stack(rows), torch.tensor(labels)
@@ -84,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data = Path(args.data)
     torch.manual_seed(0)
-    tower = SiglipModel.from_pretrained(Path(args.tiny) / LIT_DIRNAME).vision_model.eval()
+    folder = Path(args.tiny) / LIT_DIRNAME
+    tower = SiglipModel.from_pretrained(folder).vision_model.eval()
+    processor = SigLipImageProcessor.from_pretrained(folder)
 
     train = []
     for record in json.loads((data / "stage3_mcqa.json").read_text()):
@@ -92,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         train.append((data / record["video"], RIM.search(human).group(1), gpt.split(") ", 1)[1]))
     held_out = [(data / "eval" / "video" / EVAL_VIDEO_DIR / item["video"], RIM.search(item["question"]).group(1),
                  item["answer"]) for item in json.loads((data / "eval" / "json" / EVAL_TASK_FILE).read_text())]
-    x, y = examples(tower, train)
-    xe, ye = examples(tower, held_out)
+    x, y = examples(tower, processor, train)
+    xe, ye = examples(tower, processor, held_out)
     mean, std = x.mean(0), x.std(0) + 1e-6
     x, xe = (x - mean) / std, (xe - mean) / std
 

@@ -453,3 +453,11 @@ def test_multiple_choice_answer_letters():
     assert synthetic.multiple_choice_answer("blue", options) == f"({LETTERS[options.index('blue')]}) blue"
     assert list(COLORS)[:3] == ["red", "green", "blue"]  # the fixed option order: blue is (C)
     assert synthetic.multiple_choice_answer("blue", options) == "(C) blue"
+
+
+def test_stage3_mcqa_is_the_multiple_choice_part_of_stage3(datasets):
+    _, files = datasets["a"]
+    stage3 = json.loads(files["stage3"].read_text())
+    mcqa = json.loads(files["stage3_mcqa"].read_text())
+    assert mcqa == [r for r in stage3 if "\nOptions:\n" in r["conversations"][0]["value"]]
+    assert len(mcqa) == SMALL["videos"] * N_OBJECTS
