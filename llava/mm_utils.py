@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import StoppingCriteria
@@ -255,7 +256,9 @@ def process_video_frames(frames_thwc: Any, image_processor: Any, image_aspect_ra
     """Video frames ``(T, H, W, 3)`` uint8 -> pixel values ``(T, 3, S, S)``, the same in training,
     evaluation and serving: with ``image_aspect_ratio="pad"`` each frame is padded to a square with the
     processor's mean colour first (HICom), otherwise resized as it is (OneVision)."""
-    if image_aspect_ratio == "pad":
+    frames_thwc = np.asarray(frames_thwc)
+    height, width = frames_thwc.shape[1:3]
+    if image_aspect_ratio == "pad" and height != width:  # square frames need no padding
         images = [Image.fromarray(frame) for frame in frames_thwc]
         return process_images(images, image_processor, ImageConfig("pad"))
     return _pixel_values(image_processor, frames_thwc)

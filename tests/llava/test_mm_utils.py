@@ -28,6 +28,7 @@ from llava.mm_utils import (
     select_best_resolution,
     tokenizer_image_token,
 )
+from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
 
 VOCAB = ["<unk>", "<s>", "</s>", "USER:", "ASSISTANT:", "What", "is", "this", "?", "A", "B", "<|im_end|>"]
 ID = {word: index for index, word in enumerate(VOCAB)}
@@ -228,6 +229,20 @@ def test_process_images_anyres_shapes(aspect, pinpoints):
     assert isinstance(out, torch.Tensor) and out.shape == (2, 7, 3, 32, 32)
     mixed = process_images([wide, solid(30, 30)], processor, cfg)  # (32, 32): 1 tile + overview
     assert isinstance(mixed, list) and [t.shape for t in mixed] == [(7, 3, 32, 32), (2, 3, 32, 32)]
+
+
+@pytest.mark.parametrize("height, width", [(30, 30), (20, 30)])
+def test_process_video_frames_pad_matches_padding_each_frame(height, width):
+    # Square frames skip the per-frame padding; both shapes must equal pad-then-preprocess per frame.
+    from llava.mm_utils import process_video_frames
+
+    frames = np.random.default_rng(4).integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+    processor = SigLipImageProcessor(size=28)
+    background = tuple(int(channel * 255) for channel in processor.image_mean)
+    expected = torch.cat([processor(expand2square(Image.fromarray(f), background))["pixel_values"] for f in frames])
+    assert torch.equal(process_video_frames(frames, processor, "pad"), expected)
+    resized = processor(frames)["pixel_values"]
+    assert torch.equal(process_video_frames(frames, processor, None), resized)
 
 
 def test_process_anyres_image_overview_comes_first_and_tiles_are_padded():

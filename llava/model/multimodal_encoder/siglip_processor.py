@@ -170,6 +170,9 @@ class SigLipImageProcessor:
 
     def _resized_rgb(self, frame: Image.Image | np.ndarray) -> np.ndarray:
         """One image -> uint8 ``(height, width, 3)``; resizing uint8 pixels in PIL like upstream."""
+        target_hw3 = (self._size.height, self._size.width, 3)
+        if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.shape == target_hw3:
+            return frame  # already RGB at the target size: the PIL round trip would return the same bytes
         image = Image.fromarray(frame) if isinstance(frame, np.ndarray) else frame
         if self.do_convert_rgb and image.mode != "RGB":
             image = image.convert("RGB")

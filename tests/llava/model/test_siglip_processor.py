@@ -102,6 +102,20 @@ def test_all_input_forms_agree():
     assert torch.equal(rgba, from_video[0:1])
 
 
+def test_frames_already_at_the_target_size_match_the_pil_path():
+    # uint8 RGB arrays of the target size skip PIL; the pixels must be those PIL would give.
+    frames = np.random.default_rng(2).integers(0, 256, (4, 56, 56, 3), dtype=np.uint8)
+    processor = SigLipImageProcessor(size=56)
+    fast = processor(frames)["pixel_values"]
+    via_pil = processor([Image.fromarray(frame) for frame in frames])["pixel_values"]
+    assert torch.equal(fast, via_pil)
+    # A non-contiguous view (a strided slice) of the right size goes the same way.
+    wide = np.random.default_rng(3).integers(0, 256, (2, 56, 112, 3), dtype=np.uint8)
+    strided = wide[:, :, ::2]
+    assert torch.equal(processor(strided)["pixel_values"],
+                       processor([Image.fromarray(np.ascontiguousarray(f)) for f in strided])["pixel_values"])
+
+
 def test_bad_inputs_raise_specific_errors():
     processor = SigLipImageProcessor(size=8)
     with pytest.raises(ValueError, match="uint8"):
