@@ -86,9 +86,7 @@ def run(out: Path, tiny: Path, place: str, epochs: int, train: int, held_out: in
     make_data(data, place, train, held_out)
     row, budget = demo.ROWS[0], demo.Budget(epochs=(1, 1, epochs))
     job = {"row": row.name, "seed": 0, "data": str(data), "tiny": str(tiny), "budget": dataclasses.asdict(budget)}
-    argv = demo.stage_argv(3, demo._stage_env(job, run_dir), demo._stage_extra(row, 3, budget, 0))
-    at = argv.index("--pretrain_mm_mlp_adapter")
-    del argv[at : at + 2]  # stage 3 alone: the projector starts from scratch
+    argv = demo.stage_command(job, run_dir, 3, alone=True)  # the projector starts from scratch
     started = time.perf_counter()
     trainer = train_stage(argv=argv)
     result = demo.evaluate(run_dir / "stage3", data, run_dir / "eval", budget.num_frames)

@@ -186,6 +186,20 @@ def _stage_env(job: dict, run_dir: Path) -> dict[str, str]:
     return env
 
 
+def stage_command(job: dict, run_dir: Path, stage: int, alone: bool = False) -> list[str]:
+    """The train_mem.py flags of one stage of one run (``job``: row, seed, data, tiny, budget).
+
+    ``alone``: without the previous stage's projector (``--pretrain_mm_mlp_adapter``), which then
+    starts from its initialisation; for measurements of one stage on its own (``benchmarks``).
+    """
+    row, budget = _row(job["row"]), Budget(**job["budget"])
+    argv = stage_argv(stage, _stage_env(job, run_dir), _stage_extra(row, stage, budget, job["seed"]))
+    if alone and "--pretrain_mm_mlp_adapter" in argv:
+        at = argv.index("--pretrain_mm_mlp_adapter")
+        del argv[at : at + 2]
+    return argv
+
+
 def _row(name: str) -> Row:
     return next(row for row in ROWS if row.name == name)
 
@@ -306,12 +320,11 @@ def _train_and_evaluate(job: dict, run_dir: Path) -> dict:
     from llava.train.train import train
 
     row, budget, seed = _row(job["row"]), Budget(**job["budget"]), job["seed"]
-    env = _stage_env(job, run_dir)
     started = time.perf_counter()
     record = {"row": row.name, "seed": seed, "fingerprint": job["fingerprint"], "stages": {}}
     tokens = None
     for stage in (1, 2, 3):
-        argv = stage_argv(stage, env, _stage_extra(row, stage, budget, seed))
+        argv = stage_command(job, run_dir, stage)
         stage_start = time.perf_counter()
         callbacks = [_progress_callback(_QUEUE, job["key"], stage - 1)] if _QUEUE is not None else None
         trainer = train(argv=argv, callbacks=callbacks)

@@ -162,6 +162,16 @@ def _deepspeed_on_cpu(argv: list[str]) -> list[str]:
     return [*argv, "--accelerator_config", json.dumps({"use_configured_state": True})]
 
 
+def build_data_module(model, tokenizer, model_args, data_args, training_args) -> dict:
+    """The training set and collator for ``model``: the dataset hands out instructions when the
+    projector conditions on them, cleaned the projector's way."""
+    projector = getattr(model.get_model(), "mm_projector", None) if model_args.vision_tower else None
+    data_args.needs_instructions = bool(model_args.vision_tower) and model._needs_instructions()
+    data_args.version = model_args.version
+    data_args.seed = training_args.seed
+    return make_supervised_data_module(tokenizer, data_args, getattr(projector, "clean_instruction", None))
+
+
 def train(attn_implementation: str | None = None, argv: list[str] | None = None,
           callbacks: list | None = None) -> LLaVATrainer:
     """Trains one stage from command-line flags (``argv``, default ``sys.argv[1:]``); ``callbacks``
@@ -173,12 +183,7 @@ def train(attn_implementation: str | None = None, argv: list[str] | None = None,
     transformers.set_seed(training_args.seed)
     model, tokenizer = build_training_model(model_args, data_args, training_args, attn_implementation)
 
-    projector = getattr(model.get_model(), "mm_projector", None) if model_args.vision_tower else None
-    data_args.needs_instructions = bool(model_args.vision_tower) and model._needs_instructions()
-    data_args.version = model_args.version
-    data_args.seed = training_args.seed
-    cleaner = getattr(projector, "clean_instruction", None)
-    data_module = make_supervised_data_module(tokenizer, data_args, cleaner)
+    data_module = build_data_module(model, tokenizer, model_args, data_args, training_args)
     if data_args.needs_instructions and training_args.ddp_find_unused_parameters is None:
         # some injection variants leave parameters without gradient for a batch (e.g. direct injection)
         training_args.ddp_find_unused_parameters = True

@@ -84,6 +84,22 @@ def test_stage_argv_reports_a_failing_script(env_and_run_dir):
         stage_argv(1, {**env, "LAUNCHER": "nonsense"}, [])
 
 
+def test_stage_command_is_the_script_flags_plus_the_row(tmp_path):
+    quick = PROFILES["quick"]
+    job = {"budget": dataclasses.asdict(quick), "data": str(tmp_path / "data"), "tiny": str(tmp_path / "tiny"),
+           "row": "cond_local_global", "seed": 3}
+    run_dir = tmp_path / "run"
+    row = demo._row("cond_local_global")
+    for stage in (1, 2, 3):
+        expected = stage_argv(stage, demo._stage_env(job, run_dir), demo._stage_extra(row, stage, quick, 3))
+        assert demo.stage_command(job, run_dir, stage) == expected
+    # alone: stage 3 without stage 2's projector, everything else the same
+    full, alone = demo.stage_command(job, run_dir, 3), demo.stage_command(job, run_dir, 3, alone=True)
+    at = full.index("--pretrain_mm_mlp_adapter")
+    assert alone == full[:at] + full[at + 2:]
+    assert demo.stage_command(job, run_dir, 1, alone=True) == demo.stage_command(job, run_dir, 1)
+
+
 def test_demo_extra_flags_carry_the_row_overrides():
     quick = PROFILES["quick"]
     for row in ROWS:
@@ -177,8 +193,7 @@ def test_training_reports_progress_through_the_callback(tmp_path, tiny_dir):
     make_lit_siglip(tiny_dir, LitSettings(steps=quick.lit_steps))
     job = {"budget": dataclasses.asdict(quick), "data": str(tmp_path / "data"), "tiny": str(tiny_dir),
            "row": "avgpool_433", "seed": 0}
-    row = demo._row("avgpool_433")
-    argv = stage_argv(1, demo._stage_env(job, tmp_path / "run"), demo._stage_extra(row, 1, quick, 0))
+    argv = demo.stage_command(job, tmp_path / "run", 1)
     reports = _Recorder()
     trainer = train(argv=argv, callbacks=[demo._progress_callback(reports, "avgpool_433/seed0", 0)])
     assert trainer.state.global_step == quick.max_steps == 2
