@@ -255,7 +255,6 @@ def test_quick_demo_end_to_end_and_cached(tmp_path, tiny_llava_dir):
     assert (out / "results.json").read_bytes() == results_bytes
     # no run was trained again: every run's done.json is untouched
     assert {p: p.stat().st_mtime_ns for p in done_mtimes} == done_mtimes
-    assert second < 0.5 * first, f"cached call took {second:.1f} s, the first {first:.1f} s"
 
 
 def test_dataset_is_rebuilt_when_the_generator_changes(tmp_path, monkeypatch):
