@@ -9,8 +9,6 @@ PY := $(VENV)/bin/python
 # whatever torch the user installs, or pip's default CUDA build.
 TORCH_CPU_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-# --no-compile: Python byte-compiles the modules it imports, when it first imports them, instead of
-# all of torch, transformers and deepspeed at install time (a minute of a fresh `make demo`).
 
 .PHONY: install test demo demo-seeds walkthrough tiny clean-venv
 
@@ -18,9 +16,9 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" >/dev/null 2>&1; then \
 		echo "no NVIDIA driver found: installing $(TORCH_CPU_PIN) (CPU)"; \
-		$(PY) -m pip install --no-compile "$(TORCH_CPU_PIN)"; \
+		$(PY) -m pip install "$(TORCH_CPU_PIN)"; \
 	fi
-	$(PY) -m pip install --no-compile -e ".[dev]"
+	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
