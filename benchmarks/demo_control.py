@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from hicom_plugin import demo
-from llava.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR, multiple_choice_answer, multiple_choice_prompt
+from llava.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR, multiple_choice_record
 from llava.utils import write_video
 
 QUESTION = "What color is the triangle?"
@@ -64,9 +64,7 @@ def make_data(out: Path, place: str, train: int, held_out: int, seed: int = 0) -
     for index in range(train):
         color = rng.choice(options)
         write_video(videos / f"v{index}.mp4", square_clip(rng, color, place), fps=8)
-        records.append({"id": str(index), "video": f"videos/v{index}.mp4", "conversations": [
-            {"from": "human", "value": "<video>\n" + multiple_choice_prompt(QUESTION, options)},
-            {"from": "gpt", "value": multiple_choice_answer(color, options)}]})
+        records.append(multiple_choice_record(str(index), f"videos/v{index}.mp4", QUESTION, color, options))
     for index in range(held_out):
         color = rng.choice(options)
         write_video(eval_videos / f"e{index}.mp4", square_clip(rng, color, place), fps=8)

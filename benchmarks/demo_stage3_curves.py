@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from hicom_plugin import demo
-from llava.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR, multiple_choice_answer, multiple_choice_prompt
+from llava.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR, multiple_choice_record
 from llava.tiny_lit import LIT_DIRNAME
 
 LETTERS = "ABCDE"
@@ -42,9 +42,8 @@ def held_out_turns(data: Path) -> list[dict]:
     """The held-out questions as training-format turns (the answer is what is scored)."""
     options = tuple(COLORS)
     items = json.loads((data / "eval" / "json" / EVAL_TASK_FILE).read_text())
-    return [{"id": f"held_out_{i}", "video": f"eval/video/{EVAL_VIDEO_DIR}/{item['video']}", "conversations": [
-        {"from": "human", "value": "<video>\n" + multiple_choice_prompt(item["question"], options)},
-        {"from": "gpt", "value": multiple_choice_answer(item["answer"], options)}]} for i, item in enumerate(items)]
+    return [multiple_choice_record(f"held_out_{i}", f"eval/video/{EVAL_VIDEO_DIR}/{item['video']}", item["question"],
+                                   item["answer"], options) for i, item in enumerate(items)]
 
 
 def letter_accuracy(model, collator, items: list[dict], letter_ids: list[int], batch: int = 16) -> float:

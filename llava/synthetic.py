@@ -209,6 +209,15 @@ def multiple_choice_answer(answer: str, options: tuple[str, ...]) -> str:
     return f"({LETTERS[options.index(answer)]}) {answer}"
 
 
+def multiple_choice_record(record_id: str, video: str, question: str, answer: str,
+                           options: tuple[str, ...]) -> dict:
+    """A single-turn training record: ``question`` in MVBench's prompt about ``video``, answered
+    with the letter and text of ``answer``."""
+    prompt = multiple_choice_prompt(question, options)
+    return {"id": record_id, "video": video, "conversations": [
+        _human(f"<video>\n{prompt}"), _gpt(multiple_choice_answer(answer, options))]}
+
+
 def _human(text: str) -> dict:
     return {"from": "human", "value": text}
 
@@ -249,9 +258,7 @@ def make_dataset(out: str | Path, seed: int = 0, videos: int = 24, images: int =
             question, answer = describe(obj, scene, cells)
             stage2.append({"id": f"vid{index}_d{k}", "video": name,
                            "conversations": [_human(f"<video>\n{question}"), _gpt(answer)]})
-            prompt = multiple_choice_prompt(color_question(obj.rim), options)
-            mcqa.append({"id": f"vid{index}_q{k}", "video": name, "conversations": [
-                _human(f"<video>\n{prompt}"), _gpt(multiple_choice_answer(obj.centre, options))]})
+            mcqa.append(multiple_choice_record(f"vid{index}_q{k}", name, color_question(obj.rim), obj.centre, options))
             stage3.append(mcqa[-1])
         obj = rng.choice(scene.objects)
         stage3.append({"id": f"vid{index}_s", "video": name, "conversations": [

@@ -16,7 +16,8 @@ This module makes the stand-in for a pre-trained SigLIP, offline, in about 20 s 
   frames rendered by :mod:`llava.synthetic` (one to three tiles at random cells);
 * two terms: each frame's pooled embedding against every text (a text is a positive for every frame
   holding a tile it describes), and each tile's patch (dense embedding: the head MLP on the last
-  layer) against every text, plus the background patches as negatives with a small weight.
+  layer, as the HICom release's dense keys) against every text, plus the background patches as
+  negatives with a small weight.
 
 Texts name a tile by its rim ("the red tile", the eval's question "What color is the centre of the
 red tile?", "Describe the red tile."), by its centre ("a tile with a blue centre") or by both.
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from transformers import SiglipConfig, SiglipModel
 
+from llava.model.multimodal_encoder.siglip_encoder import dense_patch_embeddings
 from llava.synthetic import COLORS, Scene, SceneObject, color_question, render_frame, sample_colors
 from llava.tiny import SIGLIP_DIRNAME
 
@@ -115,13 +117,6 @@ def _batch(rng: random.Random, settings: LitSettings, refs, generator: torch.Gen
     return pixels, frame_labels, patch_labels, tile_mask
 
 
-def dense_embeddings(model: SiglipModel, last_hidden: torch.Tensor) -> torch.Tensor:
-    """Per-patch joint-space embeddings: the pooling head's MLP on the last layer (as the HICom
-    release's dense keys, ``llava.model.multimodal_encoder.siglip_encoder``)."""
-    head = model.vision_model.head
-    return last_hidden + head.mlp(head.layernorm(last_hidden))
-
-
 def _text_ids(tokenizer, texts: list[str]) -> torch.Tensor:
     return tokenizer(texts, padding="max_length", truncation=True, max_length=TEXT_LENGTH,
                      return_tensors="pt")["input_ids"]
@@ -165,7 +160,7 @@ def train_lit(source: Path, settings: LitSettings, progress: bool = False) -> tu
         pixels, frame_labels, patch_labels, tile_mask = _batch(rng, settings, refs, generator)
         vision = model.vision_model(pixel_values=pixels)
         frames = F.normalize(vision.pooler_output, dim=-1)
-        patches = F.normalize(dense_embeddings(model, vision.last_hidden_state), dim=-1)
+        patches = F.normalize(dense_patch_embeddings(model.vision_model, vision.last_hidden_state), dim=-1)
         text = F.normalize(model.text_model(input_ids=ids).pooler_output, dim=-1)
         scale, bias = model.logit_scale.exp(), model.logit_bias
         frame_loss = F.binary_cross_entropy_with_logits(frames @ text.T * scale + bias, frame_labels)

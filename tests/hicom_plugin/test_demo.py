@@ -107,6 +107,11 @@ def test_demo_extra_flags_carry_the_row_overrides():
             extra = demo._stage_extra(row, stage, quick, seed=5)
             assert _flag(extra, "--seed") == "5"
             assert _flag(extra, "--max_steps") == str(quick.max_steps)
+            # the projector's own rate applies to stage 3 only (stages 1-2 train it at the stage's rate)
+            if stage == 3:
+                assert _flag(extra, "--mm_projector_lr") == str(quick.projector_lr)
+            else:
+                assert "--mm_projector_lr" not in extra
             if row.overrides is None:
                 assert "--hicom_overrides" not in extra
                 assert extra[extra.index("--mm_projector_type") + 1] == "mlp2x_gelu"

@@ -22,6 +22,13 @@ from .siglip_processor import SigLipImageProcessor
 logger = logging.getLogger(__name__)
 
 
+def dense_patch_embeddings(vision_model: SiglipVisionModel, last_hidden: torch.Tensor) -> torch.Tensor:
+    """Per-patch joint-space embeddings ``x + head.mlp(head.layernorm(x))`` of the post-layernormed last
+    layer ``x``: the pooling head's MLP applied to every patch, its attention probe skipped."""
+    head = vision_model.head
+    return last_hidden + head.mlp(head.layernorm(last_hidden))
+
+
 class _SigLipTrunk(nn.Module):
     """Holds the HF model under ``vision_model`` so parameter names match upstream checkpoints."""
 
@@ -72,7 +79,7 @@ class SigLipVisionTower(nn.Module):
         vision_tower_cfg: the LLaVA config (reads ``mm_vision_select_layer`` and, when the folder is
             not at hand, ``mm_vision_tower_config`` — the tower's config saved with the model).
         delay_load: build the structure without loading weights (they come from a LLaVA checkpoint).
-        keep_head: keep all layers and the pooling head, for :meth:`dense_embeddings`.
+        keep_head: keep all layers and the pooling head, for :meth:`forward_with_dense`.
     """
 
     def __init__(self, vision_tower: str, vision_tower_cfg=None, delay_load: bool = False, keep_head: bool = False):
@@ -141,14 +148,12 @@ class SigLipVisionTower(nn.Module):
     def forward_with_dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Selected-layer features and dense joint-space embeddings, both ``(N, H*W, D)``.
 
-        The dense embedding of a patch is ``x + head.mlp(head.layernorm(x))`` with ``x`` the
-        post-layernormed last layer: the pooling head's MLP applied to every patch, probe skipped.
+        The dense embeddings are :func:`dense_patch_embeddings` of the last layer.
         """
         if not self.keep_head:
             raise RuntimeError("dense embeddings need the tower built with keep_head=True")
         selected, last = self._selected_and_last(images)
-        head = self.vision_model.head
-        return selected, last + head.mlp(head.layernorm(last))
+        return selected, dense_patch_embeddings(self.vision_model, last)
 
     @property
     def config(self) -> SiglipVisionConfig:
