@@ -33,7 +33,8 @@ setup(
         "eval": ["lmms-eval>=0.7.2,<0.8"],
     },
     entry_points={
-        # Projector plugins: each entry point names a callable that registers projectors.
+        # Plugins: each entry point names a callable that registers (llava/registry.py).
+        "llava.plugins": ["hicom = hicom_plugin.plugin:register"],
         "llava.projectors": ["hicom = hicom_plugin.projector:register"],
     },
 )

@@ -58,6 +58,10 @@ def hicom_config_from(config) -> HIComConfig:
             raise ValueError(f"hicom_overrides must be a dict of HIComConfig fields, got {overrides!r}")
         cfg = cfg.replace(**overrides)
     config.hicom_config = cfg.to_dict()
+    # resolved: the flags would do nothing more in config.json (``plugin_flags`` keeps them as given)
+    for key in ("hicom_preset", "use_guide", "hicom_overrides"):
+        if key in vars(config):
+            delattr(config, key)
     return cfg
 
 
@@ -105,8 +109,6 @@ class HIComProjector(StructuredProjector):
                 self.hicom.local_injection, self.hicom.global_injection,
             )
         return params
-
-    standalone_parts = ("text_tower", "text_tower_head")
 
     def tunable_parts(self) -> dict[str, list[torch.nn.Parameter]]:
         """``guide_injector`` (the injection MLPs; stage 2's ``guide_injector_lr``), ``text_tower`` (the

@@ -11,8 +11,8 @@ only has DeepSpeed ZeRO shards (``global_step*/``; consolidated here, read with
 
 The folder gets safetensors shards, ``config.json`` (``model_type`` ``llava_qwen``/``llava_llama``:
 ``import llava`` registers the Auto classes, no remote code), the LLM tokenizer, the image processor,
-the SigLIP text tokenizer in ``text_tokenizer/`` when the projector reads instructions, and a
-``README.md`` model card. Paths in ``config.json`` are reduced to names; no pickle file is written.
+what plugins add (``Plugin.export_files``, e.g. a text tokenizer), and a ``README.md`` model card
+(with each plugin's section, ``Plugin.model_card``). Paths in ``config.json`` are reduced to names; no pickle file is written.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from pathlib import Path
 import torch
 
 from llava.model.builder import load_pretrained_model, model_family, read_model_config
+from llava.plugin import param_groups, plugins
 
 logger = logging.getLogger(__name__)
 
-TEXT_TOKENIZER_DIR = "text_tokenizer"
+#: training-record LR flags the model card always shows (plugin groups' flags are added per group)
+CORE_LR_FLAGS = ("learning_rate", "mm_projector_lr", "mm_vision_tower_lr")
 #: config keys that name folders of the machine the model was trained on
 PATH_KEYS = ("mm_vision_tower", "mm_text_tower", "vision_tower_pretrained", "_name_or_path", "name_or_path")
 
@@ -202,12 +204,10 @@ def export(src, out, base_llm=None, vision_tower=None, dtype="float32", max_shar
         raise ExportError(f"{out} exists and is not empty")
     tokenizer, model, processor = load_training_output(src, base_llm, vision_tower, dtype)
     config = model.config
-    projector = model.get_model().mm_projector if hasattr(model, "get_model") else None
-    text_encoder = getattr(projector, "text_encoder", None)
     out.mkdir(parents=True, exist_ok=True)
-    if text_encoder is not None:
-        text_encoder.tokenizer.save_pretrained(out / TEXT_TOKENIZER_DIR)
-        config.hicom_text_tokenizer = TEXT_TOKENIZER_DIR
+    for plugin in plugins():
+        if plugin.export_files is not None:
+            plugin.export_files(model, out)
     changed = portable_config(config)
     config.use_cache = True
     model.save_pretrained(out, max_shard_size=max_shard_size)
@@ -238,14 +238,13 @@ def _token_table(model) -> list[tuple[int, int]]:
 def model_card(model, name: str, records: list[dict]) -> str:
     """README.md of the exported folder: method, token budget, training as recorded, usage."""
     config = model.config
-    hicom = getattr(config, "hicom_config", None)
-    method = (f"HICom (`mm_projector_type: hicom`, preset `{getattr(config, 'hicom_preset', None) or 'custom'}`)"
-              if hicom else f"LLaVA-OneVision-style projector `{config.mm_projector_type}`")
-    lines = [f"# {name}", "", f"Video LLM with {method}, built with this repository's `llava` package "
-             f"(`model_type: {config.model_type}`; `import llava` registers it with transformers' Auto classes, "
-             "no remote code).", ""]
-    if hicom:
-        lines += ["HICom options (`config.json` → `hicom_config`):", "", "```json", json.dumps(hicom, indent=1), "```", ""]
+    lines = [f"# {name}", "", f"Video LLM with the projector `{config.mm_projector_type}`, built with this "
+             f"repository's `llava` package (`model_type: {config.model_type}`; `import llava` registers it with "
+             "transformers' Auto classes, no remote code).", ""]
+    for plugin in plugins():
+        if plugin.model_card is not None:
+            lines += plugin.model_card(config)
+    group_lrs = [(g.name, g.lr_flag) for g in param_groups().values() if g.lr_flag and g.lr_flag not in CORE_LR_FLAGS]
     lines += ["## Visual tokens per video", "", "| frames | visual tokens |", "|---|---|"]
     lines += [f"| {f} | {t} |" for f, t in _token_table(model)]
     frames = getattr(config, "num_frames", None)
@@ -254,7 +253,9 @@ def model_card(model, name: str, records: list[dict]) -> str:
     if records:
         lines += ["| stage | data | samples | steps | trained parts | LR | loss first → last |", "|---|---|---|---|---|---|---|"]
         for index, r in enumerate(records, 1):
-            lr = f"{r['learning_rate']:g}" + (f", injectors {r['guide_injector_lr']:g}" if r.get("guide_injector_lr") else "")
+            given = {k: v for args in (r.get("plugin_args") or {}).values() for k, v in args.items()}
+            lr = f"{r['learning_rate']:g}" + "".join(f", {part} {given[flag]:g}" for part, flag in group_lrs
+                                                     if given.get(flag) is not None)
             loss = (f"{r['first_loss']:.3f} → {r['last_loss']:.3f}" if r.get("first_loss") is not None else "")
             lines.append(f"| {index} | `{Path(r['data_path']).name}` | {r['num_samples']} | {r['steps']} | "
                          f"{r['mm_tunable_parts'] or 'legacy flags'} | {lr} | {loss} |")

@@ -1,14 +1,18 @@
 """The LLaVA architecture, language-model agnostic: vision tower -> projector -> spliced embeddings.
 
-A visual item (one image, one video, or the dummy image of a text-only sample) follows one line:
+The visual items of a micro-batch (images, videos, the dummy image of a text-only sample) follow one
+line, function by function:
 
-    pixels (T,3,S,S) --tower--> features (T,H*W,D_v) --projector--> tokens (L,D) --splice--> LLM
+    pixels --tower.encode_batch--> VisualBatch (sum T, H, W, D_v) --projector--> tokens (L_i, D)
+           --splice_visual_tokens--> inputs_embeds --LLM
 
-Token-wise projectors (``mlp2x_gelu``...) get OneVision's per-frame 2x2 pooling and newline tokens
-afterwards; structured projectors (:class:`~llava.model.multimodal_projector.base.StructuredProjector`)
-see the whole batch of items with their (T,H,W) layout and an instruction per item, and return final
-tokens. Runtime-mutable config keys (``mm_spatial_pool_*``, ``mm_newline_position``,
-``tokenizer_*``) are read from ``self.config`` at every call, as lmms-eval changes them between calls.
+Which projector path runs is decided once, when the modules are built: token-wise projectors
+(``mlp2x_gelu``...) get OneVision's per-frame 2x2 pooling and newline tokens afterwards; structured
+projectors (:class:`~llava.model.multimodal_projector.base.StructuredProjector`) see the whole batch
+with its (T,H,W) layout, an instruction and plugin fields per item, and return final tokens and,
+optionally, auxiliary losses that the model adds to the LM loss with ``config.aux_loss_weights``.
+Runtime-mutable config keys (``mm_spatial_pool_*``, ``mm_newline_position``, ``tokenizer_*``) are
+read from ``self.config`` at every call, as lmms-eval changes them between calls.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-
+from .instructions import recover_instructions
 from .multimodal_encoder.builder import build_vision_tower
-from .multimodal_projector.base import StructuredProjector, VisualBatch
+from .multimodal_projector.base import StructuredProjector
 from .multimodal_projector.builder import build_vision_projector, projector_wants_dense_embeds
+from .splicing import SplicedBatch, splice_visual_tokens
+from .visual import ProjectorOutput, VisualBatch
 from .weights import read_tensor_file
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,8 @@ class LlavaMetaModel:
         config.mm_hidden_size = self.vision_tower.hidden_size
         self.vision_resampler = nn.Identity()  # upstream name; no resampler runs in the forward path
         self.mm_projector = build_vision_projector(config, delay_load=delay_load, vision_cfg=self.vision_tower.config)
+        # the one choice of visual path: whole-batch (structured) or token-wise projection
+        self.structured_projector = isinstance(self.mm_projector, StructuredProjector)
         if "unpad" in getattr(config, "mm_patch_merge_type", "flat"):
             self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
 
@@ -100,7 +107,7 @@ def load_projector_weights(projector: nn.Module, path: str, strict: bool = True)
     result = projector.load_state_dict(picked, strict=False)
     missing = [k for k in result.missing_keys if not _loads_itself(projector, k)]
     unexpected = list(result.unexpected_keys)
-    if missing and not unexpected and isinstance(projector, StructuredProjector):
+    if missing and not unexpected and hasattr(projector, "adapter_keys_may_be_missing"):
         if projector.adapter_keys_may_be_missing(missing):
             logger.warning("%s: the adapter has no weights for %s; they keep their fresh initialisation", path, missing)
             return missing, unexpected
@@ -139,8 +146,8 @@ def _as_item_list(images, modalities) -> tuple[list[torch.Tensor], list[str]]:
             items = list(images)
         else:
             raise ValueError(f"images tensor must be 4-D or 5-D, got shape {tuple(images.shape)}")
-    else:
-        items = [img.unsqueeze(0) if img.ndim == 3 else img for img in images]
+    else:  # an item is pixels, or {encoder: pixels} for a tower with several encoders
+        items = [img.unsqueeze(0) if isinstance(img, torch.Tensor) and img.ndim == 3 else img for img in images]
     if len(mods) == 1 and len(items) > 1:
         mods = mods * len(items)
     if len(mods) != len(items):
@@ -241,10 +248,10 @@ class LlavaMetaForCausalLM(ABC):
         pooling and newline rules above run on zero features of one and of two frames: every layout
         adds the same number of tokens per frame, so two small probes give the count for any length.
         """
-        projector = self.get_model().mm_projector
+        model = self.get_model()
         side = self.get_vision_tower().num_patches_per_side
-        if isinstance(projector, StructuredProjector):
-            return projector.num_output_tokens(num_frames, side, side, modality)
+        if model.structured_projector:
+            return model.mm_projector.num_output_tokens(num_frames, side, side, modality)
         weight = self.get_input_embeddings().weight
 
         def probe(frames: int) -> int:
@@ -255,28 +262,38 @@ class LlavaMetaForCausalLM(ABC):
         return one_frame + (probe(2) - one_frame) * (num_frames - 1)
 
     def encode_visual_items(
-        self, items: list[torch.Tensor], modalities: list[str], instructions: list[str] | None = None
+        self, items: list, modalities: list[str], instructions: list[str] | None = None,
+        fields: dict[str, list] | None = None,
     ) -> list[torch.Tensor]:
-        """All visual items of a micro-batch -> one ``(L_i, D)`` token tensor per item.
+        """All visual items of a micro-batch -> one ``(L_i, D)`` token tensor per item."""
+        return self.encode_visual_batch(items, modalities, instructions, fields).tokens
 
-        The tower runs once over every frame of the batch.
+    def encode_visual_batch(
+        self, items: list, modalities: list[str], instructions: list[str] | None = None,
+        fields: dict[str, list] | None = None,
+    ) -> ProjectorOutput:
+        """Tower (one pass over every frame of the batch), then the projector path chosen at build time.
+
+        Args:
+            items: ``(T_i,3,S,S)`` pixels per item (``{encoder: pixels}`` for multi-encoder towers).
+            modalities: ``"image" | "video" | "text"`` per item.
+            instructions: one per item, for instruction-conditioned projectors.
+            fields: plugin per-sample fields, ``{name: [value per item]}``.
         """
         model = self.get_model()
-        tower = self.get_vision_tower()
-        projector = model.mm_projector
-        frames = torch.cat(items).to(device=tower.device, dtype=tower.dtype)
-        frames_per_item = [item.shape[0] for item in items]
-        if isinstance(projector, StructuredProjector):
-            if tower.keep_head:
-                feats, dense = tower.forward_with_dense(frames)
-            else:
-                feats, dense = tower(frames), None
-            side = tower.num_patches_per_side
-            grid = lambda x: None if x is None else x.view(x.shape[0], side, side, x.shape[-1])  # noqa: E731
-            batch = VisualBatch(grid(feats), frames_per_item, modalities, grid(dense), instructions)
-            return projector(batch)
-        projected = projector(tower(frames))
-        return [self._tokenwise_item(f, m) for f, m in zip(projected.split(frames_per_item), modalities)]
+        batch = self.get_vision_tower().encode_batch(items, modalities)
+        batch.instructions = instructions
+        batch.fields = dict(fields or {})
+        batch.__post_init__()
+        if model.structured_projector:
+            out = model.mm_projector(batch)
+            return out if isinstance(out, ProjectorOutput) else ProjectorOutput(list(out))
+        return ProjectorOutput(self._project_tokenwise(batch))
+
+    def _project_tokenwise(self, batch: VisualBatch) -> list[torch.Tensor]:
+        """Each frame's patches through the projector, then OneVision's per-item pooling and newlines."""
+        projected = self.get_model().mm_projector(batch.features.flatten(1, 2))
+        return [self._tokenwise_item(f, m) for f, m in zip(projected.split(batch.frames_per_item), batch.modalities)]
 
     # ------------------------------------------------------------------ instructions
 
@@ -285,38 +302,19 @@ class LlavaMetaForCausalLM(ABC):
         self._instruction_tokenizer = tokenizer
 
     def _needs_instructions(self) -> bool:
-        projector = getattr(self.get_model(), "mm_projector", None)
-        return isinstance(projector, StructuredProjector) and projector.uses_instructions
+        model = self.get_model()
+        return bool(getattr(model, "structured_projector", False)) and model.mm_projector.uses_instructions
 
     def recover_instructions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> list[str]:
-        """One instruction per visual item, read from the prompt: the text of the user turn after each
-        ``<image>`` placeholder, up to the end of that turn; ``""`` for text-only samples."""
+        """One instruction per visual item, read from the prompt (:mod:`llava.model.instructions`),
+        cleaned by the projector."""
         tokenizer = getattr(self, "_instruction_tokenizer", None)
         if tokenizer is None:
             raise RuntimeError(
                 "this projector is conditioned on instructions, but none were passed and no tokenizer is set "
                 "to recover them from input_ids; pass instructions=[...] or call model.set_instruction_tokenizer()"
             )
-        end_ids = {tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>",) if t in tokenizer.get_vocab()}
-        if tokenizer.eos_token_id is not None:
-            end_ids.add(tokenizer.eos_token_id)
-        projector = self.get_model().mm_projector
-        instructions: list[str] = []
-        for row, ids in enumerate(input_ids):
-            if attention_mask is not None:
-                ids = ids[attention_mask[row].bool()]
-            ids = ids.tolist()
-            starts = [i for i, tok in enumerate(ids) if tok == IMAGE_TOKEN_INDEX]
-            if not starts:
-                instructions.append("")
-                continue
-            for start in starts:
-                end = start + 1
-                while end < len(ids) and ids[end] not in end_ids and ids[end] != IMAGE_TOKEN_INDEX:
-                    end += 1
-                text = tokenizer.decode(ids[start + 1 : end], skip_special_tokens=True)
-                instructions.append(projector.clean_instruction(text))
-        return instructions
+        return recover_instructions(input_ids, attention_mask, tokenizer, self.get_model().mm_projector.clean_instruction)
 
     # ------------------------------------------------------------------ splicing
 
@@ -332,6 +330,7 @@ class LlavaMetaForCausalLM(ABC):
         image_sizes=None,
         instructions=None,
         padding_side: str | None = None,
+        sample_fields=None,
     ):
         """Replaces each ``IMAGE_TOKEN_INDEX`` by its item's tokens.
 
@@ -340,73 +339,55 @@ class LlavaMetaForCausalLM(ABC):
         Items are consumed in order: one per placeholder, and one (dropped) dummy per sample that has
         no placeholder.
         """
+        prepared = self._prepare_multimodal(input_ids, attention_mask, labels, images, modalities, instructions,
+                                            padding_side, sample_fields)
+        if prepared is None:
+            return input_ids, position_ids, attention_mask, past_key_values, None, labels
+        spliced, _ = prepared
+        return (
+            None,
+            spliced.position_ids if position_ids is not None else None,
+            self._mask_like(spliced, attention_mask),
+            past_key_values,
+            spliced.inputs_embeds,
+            spliced.labels if labels is not None else None,
+        )
+
+    @staticmethod
+    def _mask_like(spliced: SplicedBatch, attention_mask):
+        """The new mask in the caller's dtype; ``None`` when the caller gave none and nothing is padded."""
+        if attention_mask is not None:
+            return spliced.attention_mask.to(attention_mask.dtype)
+        return None if bool(spliced.attention_mask.all()) else spliced.attention_mask
+
+    def _prepare_multimodal(self, input_ids, attention_mask, labels, images, modalities, instructions,
+                            padding_side, sample_fields) -> tuple[SplicedBatch, dict[str, torch.Tensor]] | None:
+        """Encodes the visual items and splices them in; ``None`` when there is nothing to encode."""
         tower = self.get_vision_tower()
         if tower is None or images is None or input_ids.shape[1] == 1:
-            return input_ids, position_ids, attention_mask, past_key_values, None, labels
-
+            return None
         items, mods = _as_item_list(images, modalities)
         if instructions is None and self._needs_instructions():
             instructions = self.recover_instructions(input_ids, attention_mask)
         if instructions is not None and len(instructions) != len(items):
             raise ValueError(f"{len(instructions)} instructions for {len(items)} visual items")
-        features = self.encode_visual_items(items, mods, instructions)
-
-        keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
-        text_embeds = self.get_model().embed_tokens(input_ids.clamp(min=0))
-        embeds_rows, label_rows = [], []
-        item = 0
-        for row in range(input_ids.shape[0]):
-            ids = input_ids[row][keep[row]]
-            emb = text_embeds[row][keep[row]]
-            lab = labels[row][keep[row]] if labels is not None else torch.full_like(ids, IGNORE_INDEX)
-            where = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
-            if not where:
-                if item >= len(features):
-                    raise ValueError(f"sample {row} has no <image> but no visual item is left for its dummy")
-                # the dummy keeps every rank's graph identical; it contributes zero tokens
-                emb = torch.cat([emb, features[item][:0].to(emb.dtype)])
-                item += 1
-                embeds_rows.append(emb)
-                label_rows.append(lab)
-                continue
-            pieces_e, pieces_l, prev = [], [], 0
-            for pos in where:
-                if item >= len(features):
-                    raise ValueError(f"sample {row}: more <image> placeholders than visual items ({len(features)})")
-                feat = features[item].to(emb.dtype)
-                item += 1
-                pieces_e += [emb[prev:pos], feat]
-                pieces_l += [lab[prev:pos], lab.new_full((feat.shape[0],), IGNORE_INDEX)]
-                prev = pos + 1
-            pieces_e.append(emb[prev:])
-            pieces_l.append(lab[prev:])
-            embeds_rows.append(torch.cat(pieces_e))
-            label_rows.append(torch.cat(pieces_l))
-        if item != len(features):
-            raise ValueError(f"{len(features)} visual items given but the prompts consumed {item}")
-
-        max_len = getattr(self.config, "tokenizer_model_max_length", None)
-        if max_len is not None:
-            for row, lab in enumerate(label_rows):
-                if len(lab) > max_len:
-                    cut = int((lab[max_len:] != IGNORE_INDEX).sum())
-                    logger.warning(
-                        "sample %d: %d tokens after splicing exceed tokenizer_model_max_length=%d; "
-                        "truncating drops %d supervised tokens", row, len(lab), max_len, cut,
-                    )
-                    embeds_rows[row], label_rows[row] = embeds_rows[row][:max_len], lab[:max_len]
-
-        side = padding_side or getattr(self.config, "tokenizer_padding_side", "right")
-        inputs_embeds, new_labels, new_mask, new_positions = _pad_rows(embeds_rows, label_rows, side)
-        needs_mask = attention_mask is not None or not bool(new_mask.all())
-        return (
-            None,
-            new_positions if position_ids is not None else None,
-            new_mask.to(attention_mask.dtype) if attention_mask is not None else (new_mask if needs_mask else None),
-            past_key_values,
-            inputs_embeds,
-            new_labels if labels is not None else None,
+        encoded = self.encode_visual_batch(items, mods, instructions, sample_fields)
+        spliced = splice_visual_tokens(
+            input_ids, attention_mask, labels, self.get_model().embed_tokens(input_ids.clamp(min=0)), encoded.tokens,
+            max_length=getattr(self.config, "tokenizer_model_max_length", None),
+            padding_side=padding_side or getattr(self.config, "tokenizer_padding_side", "right"),
         )
+        return spliced, encoded.losses
+
+    def _weighted_aux_loss(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``sum(weight * loss)`` with the weights of ``config.aux_loss_weights`` (written from the
+        plugins' weight flags at training time); a loss without a weight is an error naming it."""
+        weights = getattr(self.config, "aux_loss_weights", None) or {}
+        missing = sorted(set(losses) - set(weights))
+        if missing:
+            raise KeyError(f"the projector returned auxiliary losses {missing} but config.aux_loss_weights has no "
+                           f"weight for them ({weights}); declare them as a plugin AuxLoss")
+        return sum(weights[name] * value for name, value in losses.items())
 
     # ------------------------------------------------------------------ HF entry points
 
@@ -430,13 +411,17 @@ class LlavaMetaForCausalLM(ABC):
         instructions=None,
         **kwargs,
     ):
+        aux_losses: dict[str, torch.Tensor] = {}
         if inputs_embeds is None:
-            (input_ids, position_ids, attention_mask, past_key_values, inputs_embeds, labels) = (
-                self.prepare_inputs_labels_for_multimodal(
-                    input_ids, position_ids, attention_mask, past_key_values, labels, images, modalities,
-                    image_sizes, instructions,
-                )
-            )
+            prepared = self._prepare_multimodal(input_ids, attention_mask, labels, images, modalities, instructions,
+                                                None, kwargs.pop("sample_fields", None))
+            if prepared is not None:
+                spliced, aux_losses = prepared
+                input_ids, inputs_embeds = None, spliced.inputs_embeds
+                position_ids = spliced.position_ids if position_ids is not None else None
+                attention_mask = self._mask_like(spliced, attention_mask)
+                labels = spliced.labels if labels is not None else None
+        kwargs.pop("sample_fields", None)
         if output_attentions is not None:
             kwargs["output_attentions"] = output_attentions
         if output_hidden_states is not None:
@@ -447,11 +432,15 @@ class LlavaMetaForCausalLM(ABC):
                 past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
             ).last_hidden_state
             return self.lm_head(hidden), labels
-        return super().forward(
+        out = super().forward(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
             **kwargs,
         )
+        if aux_losses and out.loss is not None:
+            out.loss = out.loss + self._weighted_aux_loss(aux_losses)
+            out.aux_losses = {name: value.detach() for name, value in aux_losses.items()}
+        return out
 
     @torch.no_grad()
     def generate(self, inputs=None, images=None, image_sizes=None, modalities=("image",), instructions=None, **kwargs):
@@ -467,7 +456,7 @@ class LlavaMetaForCausalLM(ABC):
         if images is not None:
             _, position_ids, attention_mask, _, inputs_embeds, _ = self.prepare_inputs_labels_for_multimodal(
                 inputs, position_ids, attention_mask, None, None, images, modalities, image_sizes, instructions,
-                padding_side="left",
+                padding_side="left", sample_fields=kwargs.pop("sample_fields", None),
             )
         else:
             inputs_embeds = self.get_model().embed_tokens(inputs)
@@ -479,7 +468,7 @@ class LlavaMetaForCausalLM(ABC):
     # ------------------------------------------------------------------ tokenizer
 
     def initialize_vision_tokenizer(self, model_args, tokenizer) -> None:
-        """Adds ``<im_patch>`` / ``<im_start>`` / ``<im_end>`` when asked; OneVision and HICom ask for none."""
+        """Adds ``<im_patch>`` / ``<im_start>`` / ``<im_end>`` when asked; OneVision's recipes ask for none."""
         from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 
         new_tokens = []
@@ -503,22 +492,3 @@ def _sanitize_sampling(kwargs: dict) -> None:
             kwargs.pop(key, None)
 
 
-def _pad_rows(embeds: list[torch.Tensor], labels: list[torch.Tensor], side: str):
-    """Pads variable-length rows to one batch; returns ``(embeds, labels, mask, position_ids)``."""
-    if side not in ("left", "right"):
-        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
-    batch, longest = len(embeds), max(e.shape[0] for e in embeds)
-    dim = embeds[0].shape[-1]
-    ref = embeds[0]
-    out = ref.new_zeros(batch, longest, dim)
-    out_labels = labels[0].new_full((batch, longest), IGNORE_INDEX)
-    mask = torch.zeros(batch, longest, dtype=torch.bool, device=ref.device)
-    positions = torch.zeros(batch, longest, dtype=torch.long, device=ref.device)
-    for row, (emb, lab) in enumerate(zip(embeds, labels)):
-        n = emb.shape[0]
-        span = slice(longest - n, longest) if side == "left" else slice(0, n)
-        out[row, span] = emb
-        out_labels[row, span] = lab
-        mask[row, span] = True
-        positions[row, span] = torch.arange(n, device=ref.device)
-    return out, out_labels, mask, positions

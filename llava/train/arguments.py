@@ -3,25 +3,33 @@
 Three dataclasses parsed by ``transformers.HfArgumentParser``. Upstream's flags keep their names and
 defaults; flags that transformers 5 removed but the OneVision scripts still pass
 (``--evaluation_strategy``, ``--warmup_ratio``, ``--group_by_length``) are accepted and mapped onto
-their transformers-5 equivalents. HICom adds ``hicom_preset``, ``use_guide``, ``guide_injector_lr``
-and the frame count; any ``mm_projector_type`` registered with the projector registry is accepted.
+their transformers-5 equivalents. Plugins add their own fields (:class:`llava.plugin.Plugin`:
+``model_args``, ``data_args``, ``training_args``), merged into these three classes by :func:`parse_args`;
+any ``mm_projector_type`` registered with the projector registry is accepted.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import transformers
 
+from llava.plugin import param_groups, part_aliases, plugins
+
 logger = logging.getLogger(__name__)
 
-#: Values of ``--mm_tunable_parts``; plugins may extend this tuple's meaning through their parts.
+#: The core's values of ``--mm_tunable_parts``; plugins add their parameter groups' names.
 TUNABLE_PARTS = ("mm_mlp_adapter", "mm_vision_resampler", "mm_vision_tower", "vision_tower_head",
-                 "mm_language_model", "guide_injector", "text_tower", "text_tower_head")
-#: The HICom release's part names, accepted as aliases.
+                 "mm_language_model")
+#: Other names of the core's parts (plugins add their own aliases).
 TUNABLE_PART_ALIASES = {"mm_projector": "mm_mlp_adapter", "language_model": "mm_language_model",
-                        "guide_encoder": "text_tower", "vision_model_head": "vision_tower_head"}
+                        "vision_model_head": "vision_tower_head"}
+
+
+def tunable_part_names() -> tuple[str, ...]:
+    """Core parts, then every plugin's parameter groups."""
+    return TUNABLE_PARTS + tuple(name for name in param_groups() if name not in TUNABLE_PARTS)
 
 
 @dataclass
@@ -72,22 +80,20 @@ class ModelArguments:
     delay_load: bool | None = field(default=True)
     add_faster_video: bool | None = field(default=False)
     faster_token_stride: int | None = field(default=10)
-    # HICom (mm_projector_type "hicom" or a release string such as local43_global32)
-    hicom_preset: str | None = field(default=None, metadata={"help": "paper | release (mm_projector_type hicom)"})
-    use_guide: str | None = field(
-        default=None, metadata={"help": "off | direct | coarse | fine (release strings); off also for presets"})
-    hicom_overrides: str | None = field(
-        default=None, metadata={"help": 'JSON of HIComConfig fields, e.g. {"local_kernel": [4, 3, 3]}'})
     text_tower: str | None = field(
-        default=None, metadata={"help": "SigLIP folder of the instruction (text) tower; default: --vision_tower"})
+        default=None, metadata={"help": "SigLIP folder of an instruction (text) tower; default: --vision_tower"})
+    mm_vision_tower_type: str | None = field(
+        default=None, metadata={"help": "a registered vision tower; default: chosen by the tower folder's model_type"})
 
     def __post_init__(self) -> None:
         if self.mm_tunable_parts:
             parts = [p.strip() for p in self.mm_tunable_parts.split(",") if p.strip()]
-            parts = list(dict.fromkeys(TUNABLE_PART_ALIASES.get(p, p) for p in parts))
-            unknown = sorted(set(parts) - set(TUNABLE_PARTS))
+            aliases = {**TUNABLE_PART_ALIASES, **part_aliases()}
+            parts = list(dict.fromkeys(aliases.get(p, p) for p in parts))
+            known = tunable_part_names()
+            unknown = sorted(set(parts) - set(known))
             if unknown:
-                raise ValueError(f"--mm_tunable_parts: unknown parts {unknown}; known: {', '.join(TUNABLE_PARTS)}")
+                raise ValueError(f"--mm_tunable_parts: unknown parts {unknown}; known: {', '.join(known)}")
             self.mm_tunable_parts = ",".join(parts)
 
 
@@ -134,7 +140,6 @@ class TrainingArguments(transformers.TrainingArguments):
     lora_bias: str = "none"
     mm_projector_lr: float | None = None
     mm_vision_tower_lr: float | None = None
-    guide_injector_lr: float | None = field(default=None, metadata={"help": "LR of HICom's instruction injectors"})
     group_by_varlen: bool = field(default=False)
     group_by_modality_length: bool = field(default=False)
     group_by_modality_length_auto: bool = field(default=False)
@@ -161,7 +166,55 @@ class TrainingArguments(transformers.TrainingArguments):
         super().__post_init__()
 
 
+_MERGED: dict[tuple, tuple[type, type, type]] = {}
+
+
+def argument_classes() -> tuple[type, type, type]:
+    """The three argument classes with every registered plugin's fields merged in.
+
+    A plugin field whose name the core or another plugin already uses is an error naming both. The
+    merged classes are module attributes (``ModelArgumentsWithPlugins`` ...), so the Trainer can pickle
+    its arguments into checkpoints.
+    """
+    registered = tuple(plugins())
+    key = tuple(id(p) for p in registered)
+    if key in _MERGED:
+        return _MERGED[key]
+    owners = {f.name: "the core" for cls in (ModelArguments, DataArguments, TrainingArguments) for f in fields(cls)}
+    merged = []
+    for base, attr in ((ModelArguments, "model_args"), (DataArguments, "data_args"),
+                       (TrainingArguments, "training_args")):
+        extra = []
+        for plugin in registered:
+            cls = getattr(plugin, attr)
+            if cls is None:
+                continue
+            for f in fields(cls):
+                if f.name in owners:
+                    raise ValueError(f"plugin {plugin.name!r}: argument --{f.name} is already defined by {owners[f.name]}")
+                owners[f.name] = f"plugin {plugin.name!r}"
+            extra.append(cls)
+        if not extra:
+            merged.append(base)
+            continue
+        name = f"{base.__name__}WithPlugins"
+        cls = dataclass(type(name, (base, *extra), {"__module__": __name__, "__qualname__": name}))
+        globals()[name] = cls
+        merged.append(cls)
+    _MERGED[key] = tuple(merged)
+    return _MERGED[key]
+
+
+def __getattr__(name: str):
+    """Unpickling arguments saved by a run (``training_args.bin``) rebuilds the merged classes."""
+    if name.endswith("ArgumentsWithPlugins"):
+        argument_classes()
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    """Parses a LLaVA training command line (``argv=None``: ``sys.argv``)."""
-    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    """Parses a LLaVA training command line (``argv=None``: ``sys.argv``), plugin flags included."""
+    parser = transformers.HfArgumentParser(argument_classes())
     return parser.parse_args_into_dataclasses(args=argv)

@@ -19,15 +19,19 @@ Bad data never crashes a run half-way and is never silently replaced:
 
 * structural problems found at load time (malformed record, corrupt JSON line, placeholders that
   do not match the media, a conversation without an answer, an empty instruction for an
-  instruction-conditioned projector) drop the record, counted by reason;
+  instruction-conditioned projector, a bad or missing plugin field) drop the record, counted by reason;
 * problems found when a sample is read (missing, empty or undecodable file, oversized image, text
   longer than ``model_max_length``) skip to the next sample, counted by reason; the counts travel
   with the batches to the trainer, which logs a summary and writes ``data_report.json``;
 * ``--strict_data`` turns every one of these into an error naming the file and the reason.
 
 With an instruction-conditioned projector each multi-turn media sample is expanded into one sample
-per answer, supervised on that answer only and conditioned on its own question (HICom's guided
-training); text-only samples are not expanded.
+per answer, supervised on that answer only and conditioned on its own question; text-only samples
+are not expanded.
+
+Per-sample fields a plugin declares (:class:`llava.plugin.SampleField`, e.g. ``"instances": [...]``)
+and the projector reads (``StructuredProjector.sample_fields``) are parsed from each record at load
+time and handed out once per visual item (``sample["fields"]``, batched as ``sample_fields``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from torch.utils.data import Dataset
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.mm_utils import ImageConfig, process_images, process_video_frames
+from llava.plugin import SampleField
 from llava.utils import VideoDecodeError, load_video_frames
 
 from .preprocess import preprocess_conversation, turn_role, turn_text
@@ -249,6 +254,7 @@ class SampleSpec:
     instruction: str
     supervise: str  # "all" | "last"
     record_id: str
+    fields: dict = field(default_factory=dict)  # plugin fields, parsed
 
 
 def _check_record(item: dict, folders: dict[str, str]) -> tuple[list[dict], list[str], str]:
@@ -296,35 +302,54 @@ def _check_record(item: dict, folders: dict[str, str]) -> tuple[list[dict], list
     return conversations, media, modality
 
 
+def _read_fields(record: dict, where: str, specs: list[SampleField]) -> dict:
+    """The plugin fields of a record, parsed, or ``DataError`` naming the field and the reason."""
+    values = {}
+    for spec in specs:
+        if spec.name not in record:
+            if spec.required:
+                raise DataError(f"missing_{spec.name}", where, f"no {spec.name!r} field, which the projector needs")
+            values[spec.name] = spec.default()
+            continue
+        try:
+            values[spec.name] = spec.parse(record[spec.name])
+        except (ValueError, TypeError) as err:
+            raise DataError(f"bad_{spec.name}", where, f"field {spec.name!r}: {err}") from None
+    return values
+
+
 def build_sample_specs(
     items: list[dict],
     folders: dict[str, str],
     report: DataReport,
     strict: bool,
-    guided: bool,
+    per_turn: bool,
     instruction_cleaner: Callable[[str], str] | None,
+    fields: list[SampleField] = (),
 ) -> list[SampleSpec]:
-    """Checks every record and expands guided multi-turn media samples (module docstring)."""
+    """Checks every record, reads its plugin ``fields`` and, with ``per_turn`` (an
+    instruction-conditioned projector), expands multi-turn media samples (module docstring)."""
     clean = instruction_cleaner or (lambda text: text.replace(DEFAULT_IMAGE_TOKEN, "").strip())
     specs: list[SampleSpec] = []
     for index, item in enumerate(items):
         try:
             conversations, media, modality = _check_record(item, folders)
+            values = _read_fields(item["_record"], item["_where"], fields)
         except DataError as err:
             _drop(report, strict, err.kind, err.path, err.reason)
             continue
         record_id = str(item["_record"].get("id", index))
-        expand = guided and modality != "text"
+        expand = per_turn and modality != "text"
         ends = range(2, len(conversations) + 1, 2) if expand else [len(conversations)]
         for end in ends:
             turns = tuple(conversations[:end])
             instruction = clean(turns[-2]["value"])
-            if guided and modality != "text" and not instruction:
+            if per_turn and modality != "text" and not instruction:
                 _drop(report, strict, "empty_instruction", item["_where"],
                       f"the question of turn {end // 2} is empty after cleaning; the projector needs one")
                 continue
             specs.append(SampleSpec(item["_where"], turns, tuple(media), modality, instruction,
-                                    "last" if expand else "all", record_id))
+                                    "last" if expand else "all", record_id, values))
     return specs
 
 
@@ -370,10 +395,12 @@ class LazySupervisedDataset(Dataset):
     """LLaVA's training dataset (upstream name and constructor) with counted skips.
 
     Each item is ``{"input_ids", "labels", "image": [(tensor (T,3,S,S), size, modality), ...],
-    "instructions": [str per visual item], "id", "data_events": [(what, kind, message), ...]}``.
+    "instructions": [str per visual item], "fields": {name: [value per visual item]}, "id",
+    "data_events": [(what, kind, message), ...]}``. ``fields`` are the plugin fields to read.
     """
 
-    def __init__(self, data_path: str, tokenizer, data_args, instruction_cleaner=None):
+    def __init__(self, data_path: str, tokenizer, data_args, instruction_cleaner=None,
+                 fields: list[SampleField] = ()):
         super().__init__()
         self.tokenizer = tokenizer
         self.data_args = data_args
@@ -381,13 +408,13 @@ class LazySupervisedDataset(Dataset):
         self.load_report = DataReport()
         items = read_annotations(data_path, self.load_report, self.strict, seed=getattr(data_args, "seed", 0))
         folders = {"image": data_args.image_folder, "video": data_args.video_folder or data_args.image_folder}
-        self.guided = bool(getattr(data_args, "needs_instructions", False))
-        self.specs = build_sample_specs(items, folders, self.load_report, self.strict, self.guided,
-                                        instruction_cleaner)
+        self.per_turn = bool(getattr(data_args, "needs_instructions", False))
+        self.specs = build_sample_specs(items, folders, self.load_report, self.strict, self.per_turn,
+                                        instruction_cleaner, list(fields))
         if not self.specs:
             raise ValueError(f"{data_path}: no usable training sample ({self.load_report.summary()})")
         logger.info("%s: %d records -> %d samples%s", data_path, len(items), len(self.specs),
-                    " (guided: one per answer)" if self.guided else "")
+                    " (instruction-conditioned: one per answer)" if self.per_turn else "")
         if self.load_report.skipped:
             logger.warning("%s", self.load_report.summary())
 
@@ -461,6 +488,7 @@ class LazySupervisedDataset(Dataset):
             "labels": torch.tensor(labels, dtype=torch.long),
             "image": items,
             "instructions": instructions,
+            "fields": {name: [value] * len(items) for name, value in spec.fields.items()},
             "id": spec.record_id,
         }
 
@@ -537,7 +565,8 @@ class DataCollatorForSupervisedDataset:
     """Pads a list of samples into a batch (upstream name and keys).
 
     ``images`` is the flat list of visual items of the batch in sample order (no stacking: items
-    differ in frame count), with ``image_sizes``, ``modalities`` and one ``instructions`` entry each.
+    differ in frame count), with ``image_sizes``, ``modalities`` and one ``instructions`` entry each,
+    and ``sample_fields``: ``{name: [value per item]}`` when the samples carry plugin fields.
     ``data_events`` carries the samples' skip/note events to the trainer (which removes it).
     """
 
@@ -563,13 +592,16 @@ class DataCollatorForSupervisedDataset:
             batch["image_sizes"] = [item[1] for item in items]
             batch["modalities"] = [item[2] for item in items]
             batch["instructions"] = [text for inst in instances for text in inst.get("instructions", [])]
+            names = sorted({name for inst in instances for name in inst.get("fields", {})})
+            if names:
+                batch["sample_fields"] = {name: [v for inst in instances for v in inst["fields"][name]] for name in names}
         batch["data_events"] = [event for inst in instances for event in inst.get("data_events", [])]
         return batch
 
 
-def make_supervised_data_module(tokenizer, data_args, instruction_cleaner=None) -> dict:
+def make_supervised_data_module(tokenizer, data_args, instruction_cleaner=None, fields=()) -> dict:
     """Upstream's entry point: ``{"train_dataset", "eval_dataset", "data_collator"}``."""
-    dataset = LazySupervisedDataset(data_args.data_path, tokenizer, data_args, instruction_cleaner)
+    dataset = LazySupervisedDataset(data_args.data_path, tokenizer, data_args, instruction_cleaner, fields)
     return {"train_dataset": dataset, "eval_dataset": None,
             "data_collator": DataCollatorForSupervisedDataset(tokenizer)}
 

@@ -1,7 +1,9 @@
 """``LLaVATrainer``: transformers' ``Trainer`` with LLaVA's optimizer groups, sampler and saving.
 
 * Optimizer groups by module (:mod:`llava.train.tunable`): ``--mm_projector_lr``,
-  ``--guide_injector_lr``, ``--mm_vision_tower_lr`` each apply to the parameters of their part.
+  ``--mm_vision_tower_lr`` and each plugin group's LR flag apply to the parameters of their part.
+* Auxiliary losses a projector returns (:class:`llava.plugin.AuxLoss`) are logged next to ``loss``,
+  each averaged over the steps since the last log and over ranks.
 * ``--group_by_length`` / ``--group_by_modality_length``: LLaVA's length-grouped sampler.
 * Adapter-only runs (stages 1-2) save ``config.json`` + ``mm_projector.bin`` instead of the whole model,
   in checkpoints too (they resume from it, with optimizer, scheduler and RNG states as usual).
@@ -21,11 +23,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 from transformers import Trainer
+from transformers.trainer_pt_utils import nested_gather
 
 from llava.model.llava_arch import load_projector_weights
 
 from .data import DATA_REPORT_NAME, DataReport
-from .tunable import parameter_groups
+from .tunable import parameter_groups, standalone_parameter_ids
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +121,8 @@ class LLaVATrainer(Trainer):
         self.adapter_only = adapter_only
         self.data_report = DataReport()
         self._groups_recorded = False
+        self._aux_totals: dict[str, torch.Tensor] = {}
+        self._aux_counts: dict[str, int] = {}
 
     # ------------------------------------------------------------------ optimizer and sampler
 
@@ -162,6 +167,28 @@ class LLaVATrainer(Trainer):
                   for i, g in enumerate(self.optimizer.param_groups)]
         Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
         Path(self.args.output_dir, OPTIMIZER_GROUPS_NAME).write_text(json.dumps(groups, indent=1))
+
+    # ------------------------------------------------------------------ auxiliary losses
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's loss (LM + weighted auxiliary losses); the auxiliary ones are kept for the log."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if self.model.training:
+            for name, value in (getattr(outputs, "aux_losses", None) or {}).items():
+                self._aux_totals[name] = self._aux_totals.get(name, 0.0) + value.detach().float()
+                self._aux_counts[name] = self._aux_counts.get(name, 0) + 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds ``loss_<name>`` for each auxiliary loss: its mean since the last log, over ranks (every
+        rank logs a training step, so the gather is collective)."""
+        if "loss" in logs and self._aux_totals:
+            names = sorted(self._aux_totals)
+            means = torch.stack([self._aux_totals[n] / self._aux_counts[n] for n in names])
+            means = nested_gather(means, self.args.parallel_mode).view(-1, len(names)).mean(0)
+            logs.update({f"loss_{name}": value for name, value in zip(names, means.tolist())})
+            self._aux_totals, self._aux_counts = {}, {}
+        super().log(logs, start_time)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs.pop("data_events", None)
@@ -226,11 +253,8 @@ def adapter_state_dict(model) -> dict[str, torch.Tensor]:
 
 def _frozen_standalone_children(projector) -> list[str]:
     """``"name."`` of each direct child made only of frozen standalone-part parameters."""
-    if not hasattr(projector, "tunable_parts"):
-        return []
-    parts = projector.tunable_parts()
-    frozen = {id(p) for name in getattr(projector, "standalone_parts", ()) for p in parts.get(name, [])
-              if not p.requires_grad}
+    standalone = standalone_parameter_ids(projector)
+    frozen = {id(p) for p in projector.parameters() if id(p) in standalone and not p.requires_grad}
     children = []
     for name, module in projector.named_children():
         params = list(module.parameters())

@@ -10,12 +10,12 @@ the rendered string:
 * each answer, through its end-of-turn marker (``<|im_end|>\\n`` for ChatML), is supervised;
 * ``<image>`` becomes ``IMAGE_TOKEN_INDEX`` (its features are spliced in by the model).
 
-``supervise="last"`` masks every answer but the last: the guided (instruction-conditioned) training
+``supervise="last"`` masks every answer but the last: the instruction-conditioned training
 form, where each answer is learnt with the visual tokens compressed for its own question.
 
 ``label_mode="onevision"`` reproduces LLaVA-OneVision's ``preprocess_qwen`` quirk for bit-level
 parity: every ``<|im_start|>``, ``<|im_end|>`` and lone-newline token is supervised, in user turns
-too. The default (``"answer"``) supervises answers only, as HICom's release does.
+too. The default (``"answer"``) supervises answers only, as the instruction-conditioned releases do.
 
 The ``plain`` template (stage-1 alignment) follows upstream: the human turn is replaced by the
 placeholder alone and the caption is supervised.

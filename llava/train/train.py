@@ -25,7 +25,8 @@ from llava.model.builder import (
     read_model_config,
     resolve_attn_implementation,
 )
-from llava.model.multimodal_projector.builder import load_projector_plugins
+from llava.plugin import aux_losses, plugins, sample_fields
+from llava.registry import load_plugins
 from llava.utils import rank0_print
 
 from .arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
@@ -74,8 +75,26 @@ def _numel(param) -> int:
     return getattr(param, "ds_numel", param.numel())  # ZeRO-3 partitions report 0 elements
 
 
+def plugin_argument_values(model_args, data_args, training_args) -> dict[str, dict]:
+    """``{plugin: {flag: value}}`` of every plugin-contributed argument that was set (not ``None``)."""
+    values = {}
+    for plugin in plugins():
+        given = {}
+        for name in plugin.argument_fields():
+            value = next((getattr(a, name) for a in (model_args, data_args, training_args) if hasattr(a, name)), None)
+            if value is not None:
+                given[name] = value
+        if given:
+            values[plugin.name] = given
+    return values
+
+
 def _write_model_config(config, model_args: ModelArguments, data_args: DataArguments, training_args) -> None:
-    """Config keys the projector reads when it is built, and the run-time keys LLaVA's forward reads."""
+    """Config keys the modules read when they are built, and the run-time keys LLaVA's forward reads.
+
+    Plugins add theirs (``Plugin.config_from_args``); ``plugin_flags`` keeps the plugin flags as given,
+    for provenance (the plugin's modules resolve them into their own config keys).
+    """
     values = {
         "mm_spatial_pool_mode": model_args.mm_spatial_pool_mode,
         "mm_spatial_pool_stride": model_args.mm_spatial_pool_stride,
@@ -87,15 +106,18 @@ def _write_model_config(config, model_args: ModelArguments, data_args: DataArgum
         "add_time_instruction": data_args.add_time_instruction,
         "force_sample": data_args.force_sample,
         "num_frames": data_args.num_frames,
-        "hicom_preset": model_args.hicom_preset,
-        "use_guide": model_args.use_guide,
         "mm_text_tower": model_args.text_tower,
+        "mm_vision_tower_type": model_args.mm_vision_tower_type,
     }
-    if model_args.hicom_overrides:
-        try:
-            values["hicom_overrides"] = json.loads(model_args.hicom_overrides)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--hicom_overrides is not valid JSON ({err.msg}): {model_args.hicom_overrides!r}") from None
+    for plugin in plugins():
+        if plugin.config_from_args is not None:
+            values.update(plugin.config_from_args(model_args, data_args, training_args))
+    weights = {loss.name: float(getattr(training_args, loss.weight_flag)) for loss in aux_losses().values()}
+    values["aux_loss_weights"] = weights or None
+    values["plugin_flags"] = {name: " ".join(f"--{k} {json.dumps(v) if not isinstance(v, str) else v}"
+                                             for k, v in given.items())
+                              for name, given in plugin_argument_values(model_args, data_args, training_args).items()
+                              } or None
     for key, value in values.items():
         if value is not None or key in ("mm_spatial_pool_stride", "image_grid_pinpoints", "num_frames"):
             setattr(config, key, value)
@@ -103,7 +125,7 @@ def _write_model_config(config, model_args: ModelArguments, data_args: DataArgum
 
 def build_training_model(model_args, data_args, training_args, attn_implementation=None):
     """Model (with tower and projector attached and parts frozen per the flags) and tokenizer."""
-    load_projector_plugins()
+    load_plugins()
     attn = resolve_attn_implementation(attn_implementation or training_args.attn_implementation)
     model = get_model(model_args, training_args, attn)
     model.config.use_cache = False
@@ -132,7 +154,7 @@ def build_training_model(model_args, data_args, training_args, attn_implementati
         apply_legacy_flags(model, model_args, training_args)
     for key in ("mm_tunable_parts",):
         setattr(model.config, key, getattr(model_args, key))
-    for key in ("mm_projector_lr", "mm_vision_tower_lr", "guide_injector_lr"):
+    for key in ("mm_projector_lr", "mm_vision_tower_lr"):
         setattr(model.config, key, getattr(training_args, key))
     trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
     total = sum(_numel(p) for p in model.parameters())
@@ -164,12 +186,19 @@ def _deepspeed_on_cpu(argv: list[str]) -> list[str]:
 
 def build_data_module(model, tokenizer, model_args, data_args, training_args) -> dict:
     """The training set and collator for ``model``: the dataset hands out instructions when the
-    projector conditions on them, cleaned the projector's way."""
+    projector conditions on them, cleaned the projector's way, and the plugin fields it reads."""
     projector = getattr(model.get_model(), "mm_projector", None) if model_args.vision_tower else None
     data_args.needs_instructions = bool(model_args.vision_tower) and model._needs_instructions()
     data_args.version = model_args.version
     data_args.seed = training_args.seed
-    return make_supervised_data_module(tokenizer, data_args, getattr(projector, "clean_instruction", None))
+    declared = sample_fields()
+    wanted = list(getattr(projector, "sample_fields", ()))
+    unknown = [name for name in wanted if name not in declared]
+    if unknown:
+        raise ValueError(f"{type(projector).__name__} reads sample fields {unknown} that no plugin declares "
+                         f"(declared: {sorted(declared)})")
+    return make_supervised_data_module(tokenizer, data_args, getattr(projector, "clean_instruction", None),
+                                       [declared[name] for name in wanted])
 
 
 def train(attn_implementation: str | None = None, argv: list[str] | None = None,
@@ -185,7 +214,7 @@ def train(attn_implementation: str | None = None, argv: list[str] | None = None,
 
     data_module = build_data_module(model, tokenizer, model_args, data_args, training_args)
     if data_args.needs_instructions and training_args.ddp_find_unused_parameters is None:
-        # some injection variants leave parameters without gradient for a batch (e.g. direct injection)
+        # some conditioned projectors leave parameters without gradient for a batch
         training_args.ddp_find_unused_parameters = True
 
     trainer = LLaVATrainer(model=model, args=training_args, processing_class=tokenizer,
@@ -227,8 +256,6 @@ def write_training_record(trainer, model_args, data_args, training_args, num_sam
         "model_name_or_path": model_args.model_name_or_path,
         "vision_tower": model_args.vision_tower,
         "mm_projector_type": model_args.mm_projector_type,
-        "hicom_preset": model_args.hicom_preset,
-        "use_guide": model_args.use_guide,
         "pretrain_mm_mlp_adapter": model_args.pretrain_mm_mlp_adapter,
         "mm_tunable_parts": model_args.mm_tunable_parts,
         "version": model_args.version,
@@ -238,8 +265,8 @@ def write_training_record(trainer, model_args, data_args, training_args, num_sam
         "num_frames": data_args.num_frames,
         "learning_rate": training_args.learning_rate,
         "mm_projector_lr": training_args.mm_projector_lr,
-        "guide_injector_lr": training_args.guide_injector_lr,
         "mm_vision_tower_lr": training_args.mm_vision_tower_lr,
+        "plugin_args": plugin_argument_values(model_args, data_args, training_args),
         "global_batch_size": training_args.per_device_train_batch_size * training_args.world_size
         * training_args.gradient_accumulation_steps,
         "steps": trainer.state.global_step,

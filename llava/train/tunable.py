@@ -12,8 +12,8 @@ mm_vision_resampler  ``model.vision_resampler``
 mm_vision_tower      the vision tower
 vision_tower_head    the tower's attention-pooling head (when the tower keeps it)
 mm_language_model    everything else: LLM layers, embeddings, ``lm_head``, ``image_newline``
-<plugin parts>       ``projector.tunable_parts()``: e.g. HICom's ``guide_injector`` (inside the
-                     adapter), ``text_tower`` / ``text_tower_head`` (standalone)
+<plugin groups>      ``tunable_parts()`` of the projector or tower, each declared by a plugin
+                     (:class:`llava.plugin.ParamGroup`): inside the adapter, or standalone
 ==================== =======================================================================
 """
 
@@ -23,21 +23,45 @@ import logging
 
 from torch import nn
 
-from llava.model.multimodal_projector.base import StructuredProjector
+from llava.plugin import param_groups
 
 logger = logging.getLogger(__name__)
 
-#: Learning-rate flag of each part that can have its own (``TrainingArguments`` field names). The
-#: first part in this order that holds a parameter and whose flag is set decides its group.
-PART_LEARNING_RATES = (
-    ("guide_injector", "guide_injector_lr"),
-    ("text_tower", "mm_vision_tower_lr"),
-    ("text_tower_head", "mm_vision_tower_lr"),
-    ("mm_vision_tower", "mm_vision_tower_lr"),
-    ("mm_mlp_adapter", "mm_projector_lr"),
-)
-#: Parts an adapter-only save covers (stages 1-2 write just ``mm_projector.bin``).
-ADAPTER_PARTS = frozenset({"mm_mlp_adapter", "guide_injector", "mm_vision_resampler"})
+#: Learning-rate flag of each core part that can have its own (``TrainingArguments`` field names).
+CORE_LEARNING_RATES = (("mm_vision_tower", "mm_vision_tower_lr"), ("mm_mlp_adapter", "mm_projector_lr"))
+#: Core parts an adapter-only save covers (stages 1-2 write just ``mm_projector.bin``).
+CORE_ADAPTER_PARTS = frozenset({"mm_mlp_adapter", "mm_vision_resampler"})
+
+
+def part_learning_rates() -> tuple[tuple[str, str], ...]:
+    """``(part, LR flag)`` pairs: plugin groups first (in declaration order), then the core's. The first
+    part in this order that holds a parameter and whose flag is set decides its group."""
+    plugin = tuple((g.name, g.lr_flag) for g in param_groups().values() if g.lr_flag)
+    return plugin + CORE_LEARNING_RATES
+
+
+def adapter_parts() -> frozenset[str]:
+    return CORE_ADAPTER_PARTS | {g.name for g in param_groups().values() if g.adapter}
+
+
+def plugin_parts(module: nn.Module | None) -> dict[str, list[nn.Parameter]]:
+    """``module.tunable_parts()`` (projectors and towers may define it), checked against the declared
+    groups: a part no plugin declares is an error naming it."""
+    if module is None or not hasattr(module, "tunable_parts"):
+        return {}
+    parts = module.tunable_parts()
+    declared = param_groups()
+    unknown = sorted(set(parts) - set(declared))
+    if unknown:
+        raise ValueError(f"{type(module).__name__}.tunable_parts() returns {unknown}, which no plugin declares as "
+                         f"a ParamGroup (declared: {sorted(declared)})")
+    return {name: list(params) for name, params in parts.items()}
+
+
+def standalone_parameter_ids(module: nn.Module | None) -> set[int]:
+    """Ids of the parameters of ``module``'s standalone parts (``ParamGroup(adapter=False)``)."""
+    declared = param_groups()
+    return {id(p) for name, params in plugin_parts(module).items() if not declared[name].adapter for p in params}
 
 
 def _tower_head(tower: nn.Module | None) -> list[nn.Parameter]:
@@ -55,8 +79,8 @@ def model_parts(model) -> dict[str, list[nn.Parameter]]:
     tower = inner.get_vision_tower()
     projector = getattr(inner, "mm_projector", None)
     resampler = getattr(inner, "vision_resampler", None)
-    plugin = projector.tunable_parts() if isinstance(projector, StructuredProjector) else {}
-    standalone = {id(p) for name in getattr(projector, "standalone_parts", ()) for p in plugin.get(name, [])}
+    plugin = {**plugin_parts(tower), **plugin_parts(projector)}
+    standalone = standalone_parameter_ids(projector)
     visual = [m for m in (tower, projector, resampler) if m is not None]
     visual_ids = {id(p) for m in visual for p in m.parameters()}
     parts = {
@@ -68,7 +92,7 @@ def model_parts(model) -> dict[str, list[nn.Parameter]]:
     }
     for name, params in plugin.items():
         if name in parts:
-            raise ValueError(f"projector part {name!r} clashes with a LLaVA part name")
+            raise ValueError(f"plugin part {name!r} clashes with a LLaVA part name")
         parts[name] = list(params)
     return parts
 
@@ -114,21 +138,22 @@ def adapter_only(model_args, training_args) -> bool:
         return False
     parts = model_args.mm_tunable_parts
     if parts:
-        return set(parts.split(",")) <= ADAPTER_PARTS
+        return set(parts.split(",")) <= adapter_parts()
     return bool(model_args.tune_mm_mlp_adapter)
 
 
 def parameter_groups(model, args, decay_names: set[str]) -> list[dict]:
     """Optimizer groups of the trainable parameters: one per (part with its own LR) x (decay or not).
 
-    Each group carries a ``"name"`` such as ``"guide_injector/decay"`` so its LR can be read back from
+    Each group carries a ``"name"`` such as ``"mm_mlp_adapter/decay"`` so its LR can be read back from
     the optimizer. Parts whose LR flag is unset stay in the group of the part that contains them
-    (the injector in the adapter's) or in the base group.
+    (a plugin part inside the projector in the adapter's) or in the base group.
     """
     names = {id(p): n for n, p in model.named_parameters()}
     parts = model_parts(model)
     owner: dict[int, tuple[str, float]] = {}
-    for part, flag in PART_LEARNING_RATES:
+    learning_rates = part_learning_rates()
+    for part, flag in learning_rates:
         lr = getattr(args, flag, None)
         if lr is None:
             continue
@@ -145,7 +170,7 @@ def parameter_groups(model, args, decay_names: set[str]) -> list[dict]:
             groups[key] = {"params": [], "lr": lr, "weight_decay": args.weight_decay if decay else 0.0,
                            "name": f"{part}/{'decay' if decay else 'no_decay'}"}
         groups[key]["params"].append(param)
-    for part, flag in PART_LEARNING_RATES:
+    for part, flag in learning_rates:
         lr = getattr(args, flag, None)
         if lr is not None and not any(key[0] == part for key in groups):
             logger.warning("--%s=%g applies to no trainable parameter (part %s is empty or frozen)", flag, lr, part)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
+from ..visual import VisualBatch
 from ..weights import config_fields, load_part_strictly, read_json
 from .siglip_processor import SigLipImageProcessor
 
@@ -154,6 +155,18 @@ class SigLipVisionTower(nn.Module):
             raise RuntimeError("dense embeddings need the tower built with keep_head=True")
         selected, last = self._selected_and_last(images)
         return selected, dense_patch_embeddings(self.vision_model, last)
+
+    def encode_batch(self, items: list[torch.Tensor], modalities: list[str]) -> VisualBatch:
+        """Every item of a micro-batch (``(T_i,3,S,S)`` each) in one tower pass -> ``VisualBatch`` with
+        ``(sum T_i, H, W, D)`` features (and dense embeddings when the tower keeps its head)."""
+        frames = torch.cat(items).to(device=self.device, dtype=self.dtype)
+        if self.keep_head:
+            feats, dense = self.forward_with_dense(frames)
+        else:
+            feats, dense = self(frames), None
+        side = self.num_patches_per_side
+        grid = lambda x: None if x is None else x.view(x.shape[0], side, side, x.shape[-1])  # noqa: E731
+        return VisualBatch(grid(feats), [item.shape[0] for item in items], list(modalities), grid(dense))
 
     @property
     def config(self) -> SiglipVisionConfig:

@@ -8,70 +8,21 @@ Two kinds of projector exist:
   the projected frames 2x2 afterwards (OneVision), reading the stride and mode from the config at
   every call.
 
-* **Structured projectors** (subclasses of :class:`StructuredProjector`, e.g. the HICom plugin):
+* **Structured projectors** (subclasses of :class:`StructuredProjector`, e.g. a plugin's compressor):
   they see every visual item of the micro-batch at once, with its (T, H, W) layout and, optionally,
-  an instruction per item, and return the final LLM tokens of each item. The architecture then
-  splices those tokens as they are (no pooling, no newline tokens).
+  an instruction and plugin fields per item, and return the final LLM tokens of each item (and,
+  optionally, named auxiliary losses). The architecture then splices those tokens as they are (no
+  pooling, no newline tokens).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-MODALITIES = ("image", "video", "text")
+from llava.model.visual import MODALITIES, EncoderFeatures, ProjectorOutput, VisualBatch
 
-
-@dataclass
-class VisualBatch:
-    """Vision-tower output of all visual items of a micro-batch, packed along the frame axis.
-
-    Attributes:
-        features: ``(sum_i T_i, H, W, D_vision)`` patch features of the selected tower layer; item i
-            owns rows ``offsets[i]:offsets[i+1]``.
-        frames_per_item: ``T_i`` for each item (1 for images and text-only dummies).
-        modalities: ``"image" | "video" | "text"`` per item. ``"text"`` marks the dummy image a
-            text-only sample carries so every rank runs the same graph; its tokens are dropped.
-        dense_embeds: ``(sum_i T_i, H, W, D_vision)`` patch embeddings in the tower's joint
-            image-text space (SigLIP: last layer + head MLP), or ``None`` unless the projector asks
-            for them through ``wants_dense_embeds``.
-        instructions: one instruction string per item, or ``None`` when the caller gave none.
-    """
-
-    features: torch.Tensor
-    frames_per_item: list[int]
-    modalities: list[str]
-    dense_embeds: torch.Tensor | None = None
-    instructions: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        if len(self.frames_per_item) != len(self.modalities):
-            raise ValueError(
-                f"VisualBatch: {len(self.frames_per_item)} items but {len(self.modalities)} modalities"
-            )
-        if sum(self.frames_per_item) != self.features.shape[0]:
-            raise ValueError(
-                f"VisualBatch: frames_per_item sums to {sum(self.frames_per_item)} but features hold "
-                f"{self.features.shape[0]} frames"
-            )
-        bad = sorted({m for m in self.modalities if m not in MODALITIES})
-        if bad:
-            raise ValueError(f"VisualBatch: unknown modalities {bad}; expected one of {MODALITIES}")
-        if self.instructions is not None and len(self.instructions) != len(self.modalities):
-            raise ValueError(
-                f"VisualBatch: {len(self.instructions)} instructions for {len(self.modalities)} items"
-            )
-
-    @property
-    def num_items(self) -> int:
-        return len(self.frames_per_item)
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """``(H, W)`` of the patch grid."""
-        return self.features.shape[1], self.features.shape[2]
+__all__ = ["MODALITIES", "EncoderFeatures", "ProjectorOutput", "StructuredProjector", "VisualBatch"]
 
 
 class StructuredProjector(nn.Module):
@@ -95,23 +46,23 @@ class StructuredProjector(nn.Module):
         """
         return False
 
-    def forward(self, batch: VisualBatch) -> list[torch.Tensor]:
-        """Returns one ``(L_i, D_llm)`` tensor per item, in item order."""
+    #: Plugin per-sample fields (:class:`llava.plugin.SampleField` names) the projector reads from
+    #: ``VisualBatch.fields``; the training data reads these from the annotation records.
+    sample_fields: tuple[str, ...] = ()
+
+    def forward(self, batch: VisualBatch) -> list[torch.Tensor] | ProjectorOutput:
+        """Returns one ``(L_i, D_llm)`` tensor per item, in item order, or a :class:`ProjectorOutput`
+        that adds named auxiliary losses (each declared by a plugin as an ``AuxLoss``)."""
         raise NotImplementedError
 
     def num_output_tokens(self, t: int, h: int, w: int, modality: str = "video") -> int:
         """Number of LLM tokens produced for one item of ``t`` frames on an ``h x w`` grid."""
         raise NotImplementedError
 
-    #: Names of :meth:`tunable_parts` that are not part of the adapter (``mm_mlp_adapter``): they stay
-    #: frozen unless named in ``--mm_tunable_parts`` and are left out of ``mm_projector.bin`` while
-    #: frozen (e.g. a text tower that loads its weights from its own folder).
-    standalone_parts: tuple[str, ...] = ()
-
     def tunable_parts(self) -> dict[str, list[nn.Parameter]]:
         """Named parameter subsets that ``--mm_tunable_parts`` can unfreeze and the trainer can give
-        their own learning rate (``guide_injector`` -> ``--guide_injector_lr``; ``text_tower`` ->
-        ``--mm_vision_tower_lr``). The default has none."""
+        their own learning rate; each name is a :class:`llava.plugin.ParamGroup` its plugin declares
+        (which also says whether the part belongs to the adapter). The default has none."""
         return {}
 
     def adapter_keys_may_be_missing(self, missing: list[str]) -> bool:

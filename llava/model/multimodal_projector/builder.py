@@ -2,43 +2,27 @@
 
 ``build_vision_projector(config)`` reads ``config.mm_projector_type`` and calls the builder
 registered for that name. Built-ins register below; plugins register from their own package,
-discovered through the ``llava.projectors`` entry-point group (see ``setup.py``)::
+discovered through the ``llava.projectors`` entry-point group (:mod:`llava.registry`)::
 
-    [options.entry_points]
-    llava.projectors =
-        hicom = hicom_plugin.projector:register
-
-An entry point names a zero-argument callable (or a module) whose import/call registers projectors.
+    entry_points={"llava.projectors": ["mymethod = my_plugin.projector:register"]}
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 from torch import nn
 
-logger = logging.getLogger(__name__)
-
-ENTRY_POINT_GROUP = "llava.projectors"
+from llava.registry import Registry, load_plugins
 
 #: builder(config, **kwargs) -> nn.Module; kwargs carry e.g. ``vision_cfg``.
 ProjectorBuilder = Callable[..., nn.Module]
 
+PROJECTORS = Registry("projector", "mm_projector_type")
 
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    builder: ProjectorBuilder
-    pattern: re.Pattern | None  # None: exact name match
-
-
-_REGISTRY: dict[str, _Entry] = {}
-_plugins_loaded = False
+#: Kept for callers of the first registry; every plugin group is loaded together.
+load_projector_plugins = load_plugins
 
 
 def register_projector(name: str, *, pattern: str | None = None, overwrite: bool = False):
@@ -48,57 +32,21 @@ def register_projector(name: str, *, pattern: str | None = None, overwrite: bool
     e.g. ``mlp(\\d+)x_gelu``. Registering the same builder twice is a no-op; a different builder under
     an existing name needs ``overwrite=True``.
     """
-
-    def decorator(builder: ProjectorBuilder) -> ProjectorBuilder:
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing.builder is not builder and not overwrite:
-            raise ValueError(f"projector {name!r} is already registered (by {existing.builder.__module__})")
-        _REGISTRY[name] = _Entry(name, builder, re.compile(pattern) if pattern else None)
-        return builder
-
-    return decorator
-
-
-def load_projector_plugins() -> None:
-    """Imports every ``llava.projectors`` entry point once; a broken plugin fails loudly."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            target = ep.load()
-        except Exception as err:
-            raise ImportError(f"projector plugin entry point {ep.name!r} ({ep.value}) failed to load: {err}") from err
-        if callable(target) and not inspect.ismodule(target):
-            target()
-        logger.debug("loaded projector plugin %s (%s)", ep.name, ep.value)
+    return PROJECTORS.register(name, pattern=pattern, overwrite=overwrite)
 
 
 def list_projectors() -> list[str]:
     """Names of all registered projectors (plugins included)."""
-    load_projector_plugins()
-    return sorted(_REGISTRY)
+    return PROJECTORS.names()
 
 
-def _lookup(projector_type: str) -> _Entry:
-    load_projector_plugins()
-    if projector_type in _REGISTRY and _REGISTRY[projector_type].pattern is None:
-        return _REGISTRY[projector_type]
-    for entry in _REGISTRY.values():
-        if entry.pattern is not None and entry.pattern.fullmatch(projector_type):
-            return entry
-    if projector_type in _REGISTRY:
-        return _REGISTRY[projector_type]
-    raise ValueError(
-        f"Unknown mm_projector_type {projector_type!r}; registered projectors: {', '.join(list_projectors())}"
-    )
+def projector_builder(config) -> ProjectorBuilder:
+    return PROJECTORS.get(getattr(config, "mm_projector_type", None) or "linear")
 
 
 def projector_wants_dense_embeds(config) -> bool:
     """Asks the registered builder (a ``StructuredProjector`` class, say) before anything is built."""
-    projector_type = getattr(config, "mm_projector_type", None) or "linear"
-    ask = getattr(_lookup(projector_type).builder, "wants_dense_embeds", None)
+    ask = getattr(projector_builder(config), "wants_dense_embeds", None)
     return bool(ask(config)) if ask is not None else False
 
 
@@ -108,8 +56,7 @@ def build_vision_projector(config, delay_load: bool = False, **kwargs) -> nn.Mod
     ``delay_load=True`` (a checkpoint is being loaded) tells projectors that own pretrained parts,
     such as a text tower, to build them without reading their weights.
     """
-    projector_type = getattr(config, "mm_projector_type", None) or "linear"
-    return _lookup(projector_type).builder(config, delay_load=delay_load, **kwargs)
+    return projector_builder(config)(config, delay_load=delay_load, **kwargs)
 
 
 # ----------------------------------------------------------------------------- built-ins

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from llava.model.multimodal_projector import builder as registry
+from llava import registry
 from llava.model.multimodal_projector.builder import (
     IdentityMap,
     build_vision_projector,
@@ -103,8 +103,8 @@ class _BrokenEntryPoint:
 
 
 def test_entry_point_plugins_are_discovered_once(monkeypatch):
-    monkeypatch.setattr(registry, "entry_points", lambda group: [_FakeEntryPoint()] if group == registry.ENTRY_POINT_GROUP else [])
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [_FakeEntryPoint()] if group == "llava.projectors" else [])
+    monkeypatch.setattr(registry, "_loaded", False)
     _PLUGIN_CALLS.clear()
     proj = build_vision_projector(_cfg("test_entry_point_projector"))
     assert isinstance(proj, _Doubler)
@@ -114,6 +114,6 @@ def test_entry_point_plugins_are_discovered_once(monkeypatch):
 
 def test_broken_plugin_fails_loudly(monkeypatch):
     monkeypatch.setattr(registry, "entry_points", lambda group: [_BrokenEntryPoint()])
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "_loaded", False)
     with pytest.raises(ImportError, match="broken"):
         list_projectors()

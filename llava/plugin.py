@@ -1,0 +1,154 @@
+"""What a plugin contributes to the core besides its modules, declared once and consumed generically.
+
+A method package registers a :class:`Plugin` (entry-point group ``llava.plugins``)::
+
+    from llava.plugin import AuxLoss, ParamGroup, Plugin, SampleField, register_plugin
+
+    @dataclass
+    class MyTrainingArguments:
+        my_injector_lr: float | None = None
+        my_loss_weight: float = 0.5
+
+    def register():
+        register_plugin(Plugin(
+            name="mymethod",
+            training_args=MyTrainingArguments,                  # merged into the HfArgumentParser
+            param_groups=(ParamGroup("my_injector", lr_flag="my_injector_lr"),),
+            aux_losses=(AuxLoss("my_loss", weight_flag="my_loss_weight"),),
+            sample_fields=(SampleField("instances", parse=parse_instances, default=list),),
+        ))
+
+The core reads these declarations and never a method's name:
+
+* **arguments** (:func:`llava.train.arguments.parse_args`): the plugin's dataclass fields join the
+  training command line; a name clash with the core or another plugin is an error.
+* **parameter groups** (:mod:`llava.train.tunable`): a module of the model (projector, tower) returns
+  the parameters of each group from ``tunable_parts()``; the group's name is accepted by
+  ``--mm_tunable_parts`` and its ``lr_flag`` gives it its own learning rate. ``adapter=False`` marks a
+  standalone part (e.g. a text tower read from its own folder): outside ``mm_projector.bin`` while
+  frozen, and training it makes the run save the whole model.
+* **auxiliary losses** (:mod:`llava.model.llava_arch`, the trainer): a projector may return named
+  losses; the model adds ``sum(weight * loss)`` to the LM loss, the weight read from ``weight_flag``;
+  the trainer logs each one.
+* **per-sample fields** (:mod:`llava.train.data`): read from each annotation record, checked by
+  ``parse`` (a ``ValueError`` drops the record, counted, or is an error with ``--strict_data``),
+  batched per visual item into ``VisualBatch.fields``.
+* **config and export**: ``config_from_args`` returns the config keys the plugin's modules read when
+  built; ``model_card`` adds lines to an exported model's README; ``export_files`` writes side files
+  (a tokenizer) next to exported weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from llava.registry import Registry
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """A named parameter subset, taken from ``module.tunable_parts()[name]`` of a model module."""
+
+    name: str
+    lr_flag: str | None = None  # a training-argument field (the plugin's own or a core one)
+    adapter: bool = True  # part of the adapter (``mm_projector.bin``); False: standalone
+
+
+@dataclass(frozen=True)
+class AuxLoss:
+    """A loss a projector returns by ``name``; its weight is the training argument ``weight_flag``."""
+
+    name: str
+    weight_flag: str
+
+
+@dataclass(frozen=True)
+class SampleField:
+    """A per-sample annotation field (``record[name]``), handed to the projector per visual item.
+
+    ``parse(value) -> value`` raises ``ValueError`` with the reason when the value is bad; records
+    without the key get ``default()`` (``required=True``: such records are dropped, counted).
+    """
+
+    name: str
+    parse: Callable[[Any], Any] = lambda value: value
+    default: Callable[[], Any] = lambda: None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """Everything a method contributes to the core besides its registered modules (module docstring)."""
+
+    name: str
+    model_args: type | None = None
+    data_args: type | None = None
+    training_args: type | None = None
+    param_groups: tuple[ParamGroup, ...] = ()
+    #: other names ``--mm_tunable_parts`` accepts for a part (e.g. a release's own names)
+    part_aliases: Mapping[str, str] = field(default_factory=dict)
+    aux_losses: tuple[AuxLoss, ...] = ()
+    sample_fields: tuple[SampleField, ...] = ()
+    #: ``(model_args, data_args, training_args) -> {config key: value}`` written before modules are built
+    config_from_args: Callable[[Any, Any, Any], dict] | None = None
+    #: ``(config) -> [markdown lines]`` for the exported model card, or ``[]`` when the model is not this method's
+    model_card: Callable[[Any], list[str]] | None = None
+    #: ``(model, folder) -> None``: side files next to exported weights (may set portable config keys)
+    export_files: Callable[[Any, Any], None] | None = None
+
+    def argument_fields(self) -> list[str]:
+        """Names of every CLI argument the plugin contributes."""
+        return [f.name for cls in (self.model_args, self.data_args, self.training_args) if cls for f in fields(cls)]
+
+
+PLUGINS = Registry("plugin", "plugin")
+
+
+def register_plugin(plugin: Plugin, overwrite: bool = False) -> Plugin:
+    """Registers ``plugin`` under ``plugin.name`` (call from the plugin's entry point)."""
+    return PLUGINS.register(plugin.name, overwrite=overwrite)(plugin)
+
+
+def list_plugins() -> list[str]:
+    return PLUGINS.names()
+
+
+def plugins() -> list[Plugin]:
+    """Every registered plugin, in name order."""
+    return PLUGINS.values()
+
+
+def param_groups() -> dict[str, ParamGroup]:
+    """Every plugin parameter group by name; two plugins declaring one name must agree."""
+    groups: dict[str, ParamGroup] = {}
+    for plugin in plugins():
+        for group in plugin.param_groups:
+            if group.name in groups and groups[group.name] != group:
+                raise ValueError(f"plugin {plugin.name!r} declares parameter group {group.name!r} differently "
+                                 f"from another plugin ({groups[group.name]} vs {group})")
+            groups[group.name] = group
+    return groups
+
+
+def part_aliases() -> dict[str, str]:
+    return {alias: part for plugin in plugins() for alias, part in plugin.part_aliases.items()}
+
+
+def aux_losses() -> dict[str, AuxLoss]:
+    return {loss.name: loss for plugin in plugins() for loss in plugin.aux_losses}
+
+
+def sample_fields() -> dict[str, SampleField]:
+    found: dict[str, SampleField] = {}
+    for plugin in plugins():
+        for spec in plugin.sample_fields:
+            if spec.name in found and found[spec.name] is not spec:
+                raise ValueError(f"plugin {plugin.name!r}: sample field {spec.name!r} is declared by another plugin too")
+            found[spec.name] = spec
+    return found
+
+
+__all__ = ["AuxLoss", "ParamGroup", "Plugin", "SampleField", "aux_losses", "list_plugins", "param_groups",
+           "part_aliases", "plugins", "register_plugin", "sample_fields"]
