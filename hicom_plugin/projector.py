@@ -158,8 +158,14 @@ class HIComProjector(StructuredProjector):
 def register() -> None:
     """Entry point of the ``llava.projectors`` group; also teaches ``load_pretrained_model`` to answer a
     release-layout folder (``model_type: hicom_qwen2``) with the conversion command."""
-    register_projector("hicom")(HIComProjector)
-    register_projector("hicom_release_grammar", pattern=RELEASE_GRAMMAR)(HIComProjector)
+    register_projector("hicom", examples=(
+        {"mm_projector_type": "hicom", "hicom_preset": "paper"},
+        {"mm_projector_type": "hicom", "hicom_preset": "release"},
+        {"mm_projector_type": "hicom", "hicom_preset": "paper", "use_guide": "off"},
+    ))(HIComProjector)
+    register_projector("hicom_release_grammar", pattern=RELEASE_GRAMMAR, examples=(
+        {"mm_projector_type": "local43_global32", "use_guide": "direct"},
+    ))(HIComProjector)
     from .release import register_release_layout  # here: release.py imports this module
 
     register_release_layout()

@@ -58,6 +58,7 @@ class _Entry:
     name: str
     value: Any
     pattern: re.Pattern | None  # None: exact name match
+    examples: tuple[dict, ...]
 
 
 class Registry:
@@ -72,17 +73,25 @@ class Registry:
         self.what, self.flag = what, flag
         self._entries: dict[str, _Entry] = {}
 
-    def register(self, name: str, *, pattern: str | None = None, overwrite: bool = False) -> Callable:
+    def register(self, name: str, *, pattern: str | None = None, overwrite: bool = False,
+                 examples: tuple[dict, ...] | None = None) -> Callable:
         """Decorator registering ``value`` under ``name``; ``pattern`` (a regex, ``fullmatch``) lets one
         value serve a family of names. The same value twice is a no-op; a different value under a taken
-        name needs ``overwrite=True``."""
+        name needs ``overwrite=True``.
+
+        ``examples``: config settings (``{key: value}``) that build a working instance, used by the
+        contract test that every registered component passes (default: ``{flag: name}``, none for a
+        pattern entry).
+        """
 
         def decorator(value):
             existing = self._entries.get(name)
             if existing is not None and existing.value is not value and not overwrite:
                 owner = getattr(existing.value, "__module__", type(existing.value).__module__)
                 raise ValueError(f"{self.what} {name!r} is already registered (by {owner})")
-            self._entries[name] = _Entry(name, value, re.compile(pattern) if pattern else None)
+            default = () if pattern else ({self.flag: name},)
+            self._entries[name] = _Entry(name, value, re.compile(pattern) if pattern else None,
+                                         tuple(examples) if examples is not None else default)
             return value
 
         return decorator
@@ -98,6 +107,11 @@ class Registry:
     def values(self) -> list[Any]:
         load_plugins()
         return [self._entries[name].value for name in sorted(self._entries)]
+
+    def examples(self, name: str) -> list[dict]:
+        """The example settings registered with ``name`` (see :meth:`register`)."""
+        load_plugins()
+        return [dict(example) for example in self._entries[name].examples]
 
     def __contains__(self, name: str) -> bool:
         load_plugins()

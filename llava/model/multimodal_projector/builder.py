@@ -25,14 +25,16 @@ PROJECTORS = Registry("projector", "mm_projector_type")
 load_projector_plugins = load_plugins
 
 
-def register_projector(name: str, *, pattern: str | None = None, overwrite: bool = False):
+def register_projector(name: str, *, pattern: str | None = None, overwrite: bool = False,
+                       examples: tuple[dict, ...] | None = None):
     """Decorator registering ``builder(config, **kwargs) -> nn.Module`` under ``name``.
 
     ``pattern`` (a regex, matched with ``fullmatch``) lets one builder serve a family of type strings,
     e.g. ``mlp(\\d+)x_gelu``. Registering the same builder twice is a no-op; a different builder under
-    an existing name needs ``overwrite=True``.
+    an existing name needs ``overwrite=True``. ``examples``: config settings that build it (the
+    contract test runs each; :meth:`llava.registry.Registry.register`).
     """
-    return PROJECTORS.register(name, pattern=pattern, overwrite=overwrite)
+    return PROJECTORS.register(name, pattern=pattern, overwrite=overwrite, examples=examples)
 
 
 def list_projectors() -> list[str]:
@@ -78,7 +80,7 @@ def _build_linear(config, **kwargs) -> nn.Module:
     return nn.Linear(config.mm_hidden_size, config.hidden_size)
 
 
-@register_projector("mlp_gelu", pattern=r"mlp(\d+)x_gelu")
+@register_projector("mlp_gelu", pattern=r"mlp(\d+)x_gelu", examples=({"mm_projector_type": "mlp2x_gelu"},))
 def _build_mlp_gelu(config, **kwargs) -> nn.Module:
     """``mlp<N>x_gelu``: Linear(mm→h), then (N-1) × [GELU, Linear(h→h)]; keys ``0.*``, ``2.*`` ..."""
     depth = int(re.fullmatch(r"mlp(\d+)x_gelu", config.mm_projector_type).group(1))
