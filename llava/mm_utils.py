@@ -252,10 +252,28 @@ def process_images(
     return processed
 
 
+def frames_to_decode(image_processor: Any, num_frames: int) -> int:
+    """Frames to decode for ``num_frames`` visual frames: a processor whose encoders sample more frames
+    than the LLM sees (``frames_to_decode(n)``, e.g. a tubelet encoder taking 2n) asks for them."""
+    ask = getattr(image_processor, "frames_to_decode", None)
+    return int(ask(num_frames)) if ask is not None and num_frames else num_frames
+
+
+def pixel_size(pixels: Any) -> tuple[int, int]:
+    """``(width, height)`` of an item's pixels (the first encoder's, for a ``{encoder: pixels}`` item)."""
+    first = next(iter(pixels.values())) if isinstance(pixels, dict) else pixels
+    return first.shape[-1], first.shape[-2]
+
+
 def process_video_frames(frames_thwc: Any, image_processor: Any, image_aspect_ratio: str | None) -> torch.Tensor:
     """Video frames ``(T, H, W, 3)`` uint8 -> pixel values ``(T, 3, S, S)``, the same in training,
     evaluation and serving: with ``image_aspect_ratio="pad"`` each frame is padded to a square with the
-    processor's mean colour first (HICom), otherwise resized as it is (OneVision)."""
+    processor's mean colour first (HICom), otherwise resized as it is (OneVision). A processor with
+    ``process_clip(frames, image_aspect_ratio)`` (a tower with several encoders) makes the pixels
+    itself: ``{encoder: (T_e, 3, S_e, S_e)}``."""
+    process_clip = getattr(image_processor, "process_clip", None)
+    if process_clip is not None:  # a tower with several encoders: its own inputs from the one clip
+        return process_clip(frames_thwc, image_aspect_ratio)
     frames_thwc = np.asarray(frames_thwc)
     height, width = frames_thwc.shape[1:3]
     if image_aspect_ratio == "pad" and height != width:  # square frames need no padding

@@ -20,7 +20,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from .language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
 from .llava_arch import load_projector_weights
-from .multimodal_encoder.siglip_processor import SigLipImageProcessor
 from .multimodal_projector.builder import load_projector_plugins
 from .weights import read_json, read_tensor_file
 
@@ -223,8 +222,10 @@ def load_pretrained_model(
     image_processor = None
     tower = model.get_vision_tower() if hasattr(model, "get_vision_tower") else None
     if tower is not None:
-        if (Path(model_path) / "preprocessor_config.json").is_file():
-            image_processor = SigLipImageProcessor.from_pretrained(model_path)
+        # the checkpoint's own processor settings, read by the tower's processor class
+        reader = getattr(type(tower.image_processor), "from_pretrained", None)
+        if reader is not None and (Path(model_path) / "preprocessor_config.json").is_file():
+            image_processor = reader(model_path)
         else:
             image_processor = tower.image_processor
         tower.to(dtype=next(model.parameters()).dtype)

@@ -426,16 +426,17 @@ class LlavaMetaForCausalLM(ABC):
             kwargs["output_attentions"] = output_attentions
         if output_hidden_states is not None:
             kwargs["output_hidden_states"] = output_hidden_states
+        if past_key_values is not None:  # newer transformers name it `cache` and warn on the old name
+            kwargs["past_key_values"] = past_key_values
         if dpo_forward:
             hidden = self.get_model()(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
+                inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
             ).last_hidden_state
             return self.lm_head(hidden), labels
         out = super().forward(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
-            **kwargs,
+            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, **kwargs,
         )
         if aux_losses and out.loss is not None:
             out.loss = out.loss + self._weighted_aux_loss(aux_losses)

@@ -52,7 +52,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.mm_utils import ImageConfig, process_images, process_video_frames
+from llava.mm_utils import ImageConfig, frames_to_decode, pixel_size, process_images, process_video_frames
 from llava.plugin import SampleField
 from llava.utils import VideoDecodeError, load_video_frames
 
@@ -465,7 +465,7 @@ class LazySupervisedDataset(Dataset):
             pixels, video = self._video(spec.media[0], events)
             if getattr(args, "add_time_instruction", False):
                 conversations[0]["value"] = _with_time(conversations[0]["value"], video)
-            items = [(pixels, (pixels.shape[-1], pixels.shape[-2]), "video")]
+            items = [(pixels, pixel_size(pixels), "video")]
         elif spec.modality == "image":
             images = [load_image(p, args.max_image_pixels) for p in spec.media]
             items = self._images(images)
@@ -519,7 +519,7 @@ class LazySupervisedDataset(Dataset):
     def _video(self, path: str, events: list) -> tuple[torch.Tensor, Any]:
         check_file(path)
         args = self.data_args
-        num_frames = getattr(args, "num_frames", None)
+        num_frames = frames_to_decode(args.image_processor, getattr(args, "num_frames", None))
         try:
             if num_frames:
                 video = load_video_frames(path, num_frames=num_frames, repeat_frames=False)
