@@ -11,6 +11,8 @@ Which projector path runs is decided once, when the modules are built: token-wis
 projectors (:class:`~llava.model.multimodal_projector.base.StructuredProjector`) see the whole batch
 with its (T,H,W) layout, an instruction and plugin fields per item, and return final tokens and,
 optionally, auxiliary losses that the model adds to the LM loss with ``config.aux_loss_weights``.
+A training-free token reducer (``config.mm_token_reducer``, :mod:`llava.model.token_reduction`) acts
+on the tower's features, on the projected tokens, or, during ``generate``, inside the LLM.
 Runtime-mutable config keys (``mm_spatial_pool_*``, ``mm_newline_position``, ``tokenizer_*``) are
 read from ``self.config`` at every call, as lmms-eval changes them between calls.
 """
@@ -31,6 +33,7 @@ from .multimodal_encoder.builder import build_vision_tower
 from .multimodal_projector.base import StructuredProjector
 from .multimodal_projector.builder import build_vision_projector, projector_wants_dense_embeds
 from .splicing import SplicedBatch, splice_visual_tokens
+from .token_reduction import TokenReducer, build_token_reducer, llm_reduction
 from .visual import ProjectorOutput, VisualBatch
 from .weights import read_tensor_file
 
@@ -55,12 +58,26 @@ class LlavaMetaModel:
         self.mm_projector = build_vision_projector(config, delay_load=delay_load, vision_cfg=self.vision_tower.config)
         # the one choice of visual path: whole-batch (structured) or token-wise projection
         self.structured_projector = isinstance(self.mm_projector, StructuredProjector)
+        self.set_token_reducer(getattr(config, "mm_token_reducer", None), getattr(config, "mm_token_reducer_config", None))
         if "unpad" in getattr(config, "mm_patch_merge_type", "flat"):
             self.image_newline = nn.Parameter(torch.zeros(config.hidden_size))
 
     def get_vision_tower(self):
         tower = getattr(self, "vision_tower", None)
         return tower[0] if isinstance(tower, list) else tower
+
+    def set_token_reducer(self, name: str | None, options: dict | None = None) -> TokenReducer | None:
+        """Selects a registered token reducer (``None``/``"none"``: none) for every later call, and
+        records it in the config (``mm_token_reducer``, ``mm_token_reducer_config``). A reducer has no
+        weights: it lives outside the module tree, so checkpoints and parameter groups ignore it."""
+        reducer = build_token_reducer(name, options)
+        self.__dict__["token_reducer"] = reducer
+        self.config.mm_token_reducer = name if reducer is not None else None
+        self.config.mm_token_reducer_config = reducer.options() if reducer is not None else None
+        return reducer
+
+    def get_token_reducer(self) -> TokenReducer | None:
+        return self.__dict__.get("token_reducer")
 
     def initialize_vision_modules(self, model_args, fsdp=None) -> None:
         """Train-time: attaches tower and projector to an LLM (or re-enables them) per ``model_args``."""
@@ -250,6 +267,14 @@ class LlavaMetaForCausalLM(ABC):
         """
         model = self.get_model()
         side = self.get_vision_tower().num_patches_per_side
+        count = self._num_projected_tokens(num_frames, modality)
+        reducer = model.get_token_reducer()
+        return reducer.num_output_tokens(count, num_frames, side, side, modality) if reducer is not None else count
+
+    @torch.no_grad()
+    def _num_projected_tokens(self, num_frames: int, modality: str) -> int:
+        model = self.get_model()
+        side = self.get_vision_tower().num_patches_per_side
         if model.structured_projector:
             return model.mm_projector.num_output_tokens(num_frames, side, side, modality)
         weight = self.get_input_embeddings().weight
@@ -285,10 +310,17 @@ class LlavaMetaForCausalLM(ABC):
         batch.instructions = instructions
         batch.fields = dict(fields or {})
         batch.__post_init__()
+        reducer = model.get_token_reducer()
+        if reducer is not None and reducer.stage == "features":
+            batch = reducer.reduce_features(batch)
         if model.structured_projector:
             out = model.mm_projector(batch)
-            return out if isinstance(out, ProjectorOutput) else ProjectorOutput(list(out))
-        return ProjectorOutput(self._project_tokenwise(batch))
+            out = out if isinstance(out, ProjectorOutput) else ProjectorOutput(list(out))
+        else:
+            out = ProjectorOutput(self._project_tokenwise(batch))
+        if reducer is not None and reducer.stage == "tokens":
+            out.tokens = reducer.reduce_tokens(out.tokens, batch)
+        return out
 
     def _project_tokenwise(self, batch: VisualBatch) -> list[torch.Tensor]:
         """Each frame's patches through the projector, then OneVision's per-item pooling and newlines."""
@@ -454,17 +486,23 @@ class LlavaMetaForCausalLM(ABC):
             raise ValueError("generate needs the prompt ids as `inputs`")
         position_ids = kwargs.pop("position_ids", None)
         attention_mask = kwargs.pop("attention_mask", None)
+        prepared = None
         if images is not None:
-            _, position_ids, attention_mask, _, inputs_embeds, _ = self.prepare_inputs_labels_for_multimodal(
-                inputs, position_ids, attention_mask, None, None, images, modalities, image_sizes, instructions,
-                padding_side="left", sample_fields=kwargs.pop("sample_fields", None),
-            )
+            prepared = self._prepare_multimodal(inputs, attention_mask, None, images, modalities, instructions,
+                                                "left", kwargs.pop("sample_fields", None))
+        if prepared is not None:
+            spliced = prepared[0]
+            inputs_embeds, spans = spliced.inputs_embeds, spliced.visual_spans
+            position_ids = spliced.position_ids if position_ids is not None else None
+            attention_mask = self._mask_like(spliced, attention_mask)
         else:
-            inputs_embeds = self.get_model().embed_tokens(inputs)
+            inputs_embeds, spans = self.get_model().embed_tokens(inputs), [[] for _ in range(inputs.shape[0])]
         _sanitize_sampling(kwargs)
-        return super().generate(
-            position_ids=position_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
-        )
+        # an in-LLM reducer (stage llm / decode) prunes inside the prompt forward and the decoding steps
+        with llm_reduction(self, self.get_model().get_token_reducer(), spans):
+            return super().generate(
+                position_ids=position_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
 
     # ------------------------------------------------------------------ tokenizer
 
