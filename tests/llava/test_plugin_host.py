@@ -17,7 +17,7 @@ from llava import registry
 from tests.helpers.training import make_synthetic_data
 
 PLUGIN_SOURCE = '''
-"""A toy method: per-frame mean -> linear; a gate whose squared weights are an auxiliary loss on
+"""A toy method: per-frame mean -> linear -> gate; the gate's squared outputs are an auxiliary loss on
 tagged items; a tag list per sample."""
 from dataclasses import dataclass
 
@@ -64,11 +64,13 @@ class ToyProjector(StructuredProjector):
         return {"toy_gate": list(self.gate.parameters())}
 
     def forward(self, batch):
-        frames = self.gate(self.proj(batch.features.mean(dim=(1, 2)))) * self.scale  # (sum T, D)
+        gated = self.gate(self.proj(batch.features.mean(dim=(1, 2))))  # (sum T, D)
+        frames = gated * self.scale
         tags = batch.fields["tags"]
         SEEN_TAGS.append([list(t) for t in tags])
         tagged = torch.tensor([float(bool(t)) for t in tags]).mean()
-        loss = (self.gate.weight ** 2).mean() * tagged  # zero, not absent, when no item is tagged
+        # from activations, not from self.gate.weight: under ZeRO-3 a weight exists only inside its module's forward
+        loss = (gated ** 2).mean() * tagged  # zero, not absent, when no item is tagged
         return ProjectorOutput(list(frames.split(batch.frames_per_item)), {"toy_aux": loss})
 
 
@@ -216,3 +218,41 @@ def test_unknown_tunable_part_lists_the_plugin_groups(toy_plugin):
         ModelArguments(mm_tunable_parts="mm_mlp_adapter,nonsense")
     assert ModelArguments(mm_tunable_parts="toy_gate").mm_tunable_parts == "toy_gate"
 
+
+
+def test_the_plugin_trains_under_zero3_on_two_ranks(tiny_dir, tmp_path_factory, tmp_path):
+    """Two CPU ranks (gloo), ZeRO-3, one sample each: a rank whose sample is untagged returns a zero
+    auxiliary loss, the same modules run on both, and the logged loss is gathered over ranks."""
+    import os
+    import subprocess
+
+    from tests.helpers.training import REPO, free_port
+
+    site = tmp_path / "site"
+    (site / "toyplug").mkdir(parents=True)
+    (site / "toyplug" / "__init__.py").write_text(PLUGIN_SOURCE)
+    (site / "toyplug-0.1.dist-info").mkdir()
+    (site / "toyplug-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toyplug\nVersion: 0.1\n")
+    (site / "toyplug-0.1.dist-info" / "entry_points.txt").write_text("[llava.plugins]\ntoy = toyplug:register\n")
+    data = make_synthetic_data(tmp_path_factory.mktemp("toydata_ds"))
+    annotations, _ = _tagged_data(data)
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{REPO}", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    command = [
+        str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port()),
+        "llava/train/train_mem.py", "--deepspeed", "scripts/zero3.json",
+        "--model_name_or_path", str(tiny_dir / "qwen2-tiny"), "--vision_tower", str(tiny_dir / "siglip-tiny"),
+        "--version", "qwen_1_5", "--mm_projector_type", "toy", "--mm_tunable_parts", "mm_mlp_adapter,toy_gate",
+        "--toy_gate_lr", "0.05", "--toy_aux_weight", "0.5", "--mm_vision_select_layer", "-2",
+        "--mm_use_im_patch_token", "False", "--data_path", str(annotations), "--image_folder", str(data),
+        "--video_folder", str(data), "--num_frames", "4", "--image_aspect_ratio", "pad", "--output_dir", str(out),
+        "--max_steps", "3", "--per_device_train_batch_size", "1", "--logging_steps", "1", "--save_strategy", "no",
+        "--report_to", "none", "--gradient_checkpointing", "False",
+    ]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-4000:]
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    logged = [e["loss_toy_aux"] for e in history if "loss_toy_aux" in e]
+    assert len(logged) == 3 and all(value >= 0 for value in logged) and any(value > 0 for value in logged)
+    groups = {g["name"]: g["lr"] for g in json.loads((out / "optimizer_groups.json").read_text())}
+    assert groups["toy_gate/decay"] == pytest.approx(0.05)
