@@ -72,8 +72,11 @@ class LlavaMetaModel:
         weights: it lives outside the module tree, so checkpoints and parameter groups ignore it."""
         reducer = build_token_reducer(name, options)
         self.__dict__["token_reducer"] = reducer
-        self.config.mm_token_reducer = name if reducer is not None else None
-        self.config.mm_token_reducer_config = reducer.options() if reducer is not None else None
+        for key, value in (("mm_token_reducer", name), ("mm_token_reducer_config", reducer and reducer.options())):
+            if reducer is not None:
+                setattr(self.config, key, value)
+            elif key in vars(self.config):
+                delattr(self.config, key)
         return reducer
 
     def get_token_reducer(self) -> TokenReducer | None:
