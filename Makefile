@@ -27,17 +27,19 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m hicom_plugin.demo --out playground/demo
+	$(PY) -m hicom_plugin.tools.demo --out playground/demo
 
 demo-seeds: $(STAMP)
-	$(PY) -m hicom_plugin.demo --out playground/demo --seeds 0 1 2
+	$(PY) -m hicom_plugin.tools.demo --out playground/demo --seeds 0 1 2
 
-# one video through untrained tiny models, printing token counts (no training)
+# one video through untrained tiny models, printing token counts (no training): OneVision's path and
+# the HICom projector (paper preset)
 walkthrough: $(STAMP)
-	$(PY) -m llava.demo --out playground/walkthrough
+	$(PY) -m llava.toy.walkthrough --out playground/walkthrough \
+		--projector hicom --projector-config '{"hicom_preset": "paper"}'
 
 tiny: $(STAMP)
-	$(PY) -m llava.tiny --out playground/tiny
+	$(PY) -m llava.toy.tiny --out playground/tiny
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,7 +3,7 @@
     python -m benchmarks.demo_control [--out playground/demo_control] [--epochs 8]
 
 How fast does the from-scratch toy LLM learn to read a visual token? (Written when every row of the
-toy-scale ablation, ``hicom_plugin.demo``, stayed at chance; the numbers below are from the random
+toy-scale ablation, ``hicom_plugin.tools.demo``, stayed at chance; the numbers below are from the random
 tiny SigLIP and the paper preset of that time.) This control asks the simplest question of the same
 stage-3 trainer, flags and evaluation: clips of one 8 px colored
 square on the mid-grey background, "What color is the triangle?" in the MVBench prompt, five color
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hicom_plugin import demo
-from llava.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR, multiple_choice_record
-from llava.utils import write_video
+from hicom_plugin.tools import demo
+from llava.toy.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR, multiple_choice_record
+from llava.video import write_video
 
 QUESTION = "What color is the triangle?"
 
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", type=int, default=100)
     parser.add_argument("--places", nargs="+", default=list(PLACES), choices=PLACES)
     args = parser.parse_args(argv)
-    from llava.tiny import make_all
-    from llava.tiny_lit import make_lit_siglip
+    from llava.toy.tiny import make_all
+    from llava.toy.tiny_lit import make_lit_siglip
 
     make_all(Path(args.tiny))
     make_lit_siglip(Path(args.tiny))  # the demo's vision tower

@@ -2,7 +2,7 @@
 
     python -m benchmarks.demo_probe [--data playground/demo/data] [--tiny playground/tiny]
 
-In the toy-scale ablation (``hicom_plugin.demo``) the average pool (4,3,3) stays at chance while the
+In the toy-scale ablation (``hicom_plugin.tools.demo``) the average pool (4,3,3) stays at chance while the
 conditional compressors answer. This asks whether that is an information bound or a learning one:
 the tower's features of each video (8 frames, ``mm_vision_select_layer`` -2 of the LiT-tuned tiny
 SigLIP the demo uses) are averaged over each (4,3,3) group (padded groups, mask-aware), joined with
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from transformers import SiglipModel
 
 from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
-from llava.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR
-from llava.tiny_lit import LIT_DIRNAME
-from llava.utils import load_video_frames
+from llava.toy.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR
+from llava.toy.tiny_lit import LIT_DIRNAME
+from llava.video import load_video_frames
 
 NUM_FRAMES = 8
 KERNEL = (4, 3, 3)

@@ -3,7 +3,7 @@
     python -m benchmarks.demo_stage3_curves [--row cond_local_global] [--projector-lr 2e-2 2e-3 1e-3]
         [--seeds 0 1 2] [--steps 1000] [--every 200] [--workers 2] [--data playground/demo/data] [--tiny playground/tiny]
 
-The toy LLM of the embedded default (``hicom_plugin.demo``) is trained from scratch; it first
+The toy LLM of the embedded default (``hicom_plugin.tools.demo``) is trained from scratch; it first
 learns to give one letter to every question and leaves that plateau when it starts reading the
 visual tokens, at a step that depends on the seed. This measures when, per projector learning rate
 and seed: stage 3 of ``--row`` alone (the demo's flags, without stage 2's projector), with the
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from hicom_plugin import demo
-from llava.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR, multiple_choice_record
-from llava.tiny_lit import LIT_DIRNAME
+from hicom_plugin.tools import demo
+from llava.toy.synthetic import COLORS, EVAL_TASK_FILE, EVAL_VIDEO_DIR, multiple_choice_record
+from llava.toy.tiny_lit import LIT_DIRNAME
 
 LETTERS = "ABCDE"
 

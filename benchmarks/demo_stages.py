@@ -1,13 +1,14 @@
-"""P5: wall time per stage of the untrained-model walkthrough, ``python -m llava.demo`` (``make walkthrough``), on this machine.
+"""P5: wall time per stage of the untrained-model walkthrough, ``make walkthrough``
+(``python -m llava.toy.walkthrough`` with the HICom projector), on this machine.
 
 The demo's path, stage by stage, through the same public functions it calls: tiny offline checkpoints
-(``llava.tiny.make_all``), the synthetic mp4, model loading, decord decoding, SigLIP preprocessing,
+(``llava.toy.tiny.make_all``), the synthetic mp4, model loading, decord decoding, SigLIP preprocessing,
 tower + projector, and ``generate``, for the OneVision projector and for HICom, after a fresh
 interpreter's imports. Each stage's value is its first, cold call (what one ``make walkthrough`` sees: lazy
 imports, first-call kernel set-up); the warm median of further calls is in the details. The checkpoints
 are built into a fresh temporary folder.
 
-The embedded default itself (``make demo``: ``hicom_plugin.demo``, the toy-scale ablation) times
+The embedded default itself (``make demo``: ``hicom_plugin.tools.demo``, the toy-scale ablation) times
 its own runs: ``playground/demo/runs.json`` holds seconds per stage and per run.
 """
 
@@ -28,11 +29,11 @@ import torch
 from benchmarks.common import Record, median
 from llava.constants import DEFAULT_IMAGE_TOKEN
 from llava.conversation import conv_templates
-from llava.demo import moving_square_frames
 from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import assemble_llava_qwen, load_pretrained_model
-from llava.tiny import make_all
-from llava.utils import process_video_with_decord, write_video
+from llava.toy.tiny import make_all
+from llava.toy.walkthrough import moving_square_frames
+from llava.video import process_video_with_decord, write_video
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +86,11 @@ def run(quick: bool = False, device: str = "cpu") -> list[Record]:
     repeats, new_tokens = (1, 4) if quick else (4, 16)
     timer = StageTimer()
     # In a child process: this one has imported everything already.
-    timer("start python, import llava.demo (torch, transformers)",
-          lambda: subprocess.run([sys.executable, "-c", "import llava.demo"], check=True))
+    timer("start python, import llava.toy.walkthrough (torch, transformers)",
+          lambda: subprocess.run([sys.executable, "-c", "import llava.toy.walkthrough"], check=True))
     with tempfile.TemporaryDirectory(prefix="p5_demo_") as tmp:
         tmp = Path(tmp)
-        paths = timer("build tiny checkpoints (llava.tiny)", lambda: make_all(tmp / "tiny"))
+        paths = timer("build tiny checkpoints (llava.toy.tiny)", lambda: make_all(tmp / "tiny"))
         video_path = timer("write synthetic mp4",
                            lambda: write_video(tmp / "square.mp4", moving_square_frames(), fps=12))
         _model_stages(timer, "OneVision", paths["llava_qwen"], "llava_qwen", video_path, repeats, new_tokens)
@@ -99,11 +100,11 @@ def run(quick: bool = False, device: str = "cpu") -> list[Record]:
         _model_stages(timer, "HICom", hicom, "hicom", video_path, repeats, new_tokens)
     total = sum(s[0] for s in timer.seconds.values())
     logger.info("P5: %s", {name: round(s[0], 3) for name, s in timer.seconds.items()})
-    records = [Record("P5", f"llava.demo stage: {name}", s[0], None, None, None, "s",
+    records = [Record("P5", f"llava.toy.walkthrough stage: {name}", s[0], None, None, None, "s",
                       details={"runs_s": s, "warm_median_s": median(s[1:]) if len(s) > 1 else None})
                for name, s in timer.seconds.items()]
     records.append(Record(
-        "P5", "llava.demo: all stages, cold", total, None, None, None, "s",
+        "P5", "llava.toy.walkthrough: all stages, cold", total, None, None, None, "s",
         note="first call of each stage; tiny random-weight checkpoints, CPU, fp32; no baseline or target "
              "(issue 8 asks for the breakdown); warm medians in the JSON details",
     ))

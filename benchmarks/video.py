@@ -5,7 +5,7 @@ a square crossing it) and cached under ``results/cache/``. H.264 decoders can on
 frame, so what seeking saves depends on the key-frame interval (GOP); two encodings are measured:
 a 1 s GOP (usual for phone and streaming encodes) and x264's default of 250 frames.
 
-* ours: ``llava.utils.load_video_frames(path, num_frames=32, backend="decord")`` (seeks to each frame);
+* ours: ``llava.video.load_video_frames(path, num_frames=32, backend="decord")`` (seeks to each frame);
 * baseline: decord reading every frame in order (each decoded and converted to RGB), keeping the same
   32; the frames returned must be identical.
 
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import CACHE_DIR, Record, compared, interleaved_times, median
 from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
-from llava.utils import load_video_frames, sample_frame_indices
+from llava.video import load_video_frames, sample_frame_indices
 
 logger = logging.getLogger(__name__)
 

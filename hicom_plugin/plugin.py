@@ -6,7 +6,7 @@
   ``text_tower`` / ``text_tower_head`` (SigLIP's text model / its head: standalone, LR
   ``--mm_vision_tower_lr``); the release's ``guide_encoder`` is an alias of ``text_tower``;
 * the model card's HICom section and the text tokenizer exported next to the weights;
-* ``--prompt-style hicom`` for the evaluation scripts.
+* ``--prompt-style hicom`` for the evaluation scripts (:func:`hicom_plugin.eval.register_eval`).
 """
 
 from __future__ import annotations
@@ -83,4 +83,7 @@ PLUGIN = Plugin(
 
 def register() -> None:
     """Entry point of the ``llava.plugins`` group."""
+    from .eval import register_eval
+
     register_plugin(PLUGIN)
+    register_eval()

@@ -166,7 +166,7 @@ def register() -> None:
     register_projector("hicom_release_grammar", pattern=RELEASE_GRAMMAR, examples=(
         {"mm_projector_type": "local43_global32", "use_guide": "direct"},
     ))(HIComProjector)
-    from .release import register_release_layout  # here: release.py imports this module
+    from .tools.release import register_release_layout
 
     register_release_layout()
 

@@ -268,9 +268,9 @@ def pixel_size(pixels: Any) -> tuple[int, int]:
 def process_video_frames(frames_thwc: Any, image_processor: Any, image_aspect_ratio: str | None) -> torch.Tensor:
     """Video frames ``(T, H, W, 3)`` uint8 -> pixel values ``(T, 3, S, S)``, the same in training,
     evaluation and serving: with ``image_aspect_ratio="pad"`` each frame is padded to a square with the
-    processor's mean colour first (HICom), otherwise resized as it is (OneVision). A processor with
-    ``process_clip(frames, image_aspect_ratio)`` (a tower with several encoders) makes the pixels
-    itself: ``{encoder: (T_e, 3, S_e, S_e)}``."""
+    processor's mean colour first (VideoLLaMA2's preprocessing), otherwise resized as it is (OneVision).
+    A processor with ``process_clip(frames, image_aspect_ratio)`` (a tower with several encoders) makes
+    the pixels itself: ``{encoder: (T_e, 3, S_e, S_e)}``."""
     process_clip = getattr(image_processor, "process_clip", None)
     if process_clip is not None:  # a tower with several encoders: its own inputs from the one clip
         return process_clip(frames_thwc, image_aspect_ratio)

@@ -1,34 +1,32 @@
-"""Process-level helpers and video decoding.
+"""Process-level helpers, and the upstream import path of the video loaders.
 
 * Distributed-aware printing (``rank0_print``, ``rank_print``), ``build_logger`` and
   ``disable_torch_init``: legacy names that training, evaluation and serving scripts import.
-* Video loading: ``load_video_frames`` decodes frames with decord (or PyAV when decord is not
-  installed) and samples them either at a target fps (LLaVA-Video's rule, with an optional cap)
-  or as a fixed number of uniformly spread frames. ``process_video_with_decord`` and
-  ``process_video_with_pyav`` wrap it with LLaVA-NeXT's ``(video, video_time, frame_time,
-  num_frames)`` return contract.
 * ``split_list`` / ``get_chunk``: contiguous sharding of evaluation questions across workers.
+* Video decoding lives in :mod:`llava.video`; its public names are re-exported here because
+  LLaVA-NeXT's users import ``process_video_with_decord`` from ``llava.utils``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
-from fractions import Fraction
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from llava import constants
-
-logger = logging.getLogger(__name__)
+from llava.video import (
+    DecodedVideo,
+    VideoDecodeError,
+    load_video_frames,
+    process_video_with_decord,
+    process_video_with_pyav,
+    sample_frame_indices,
+    write_video,
+)
 
 __all__ = [
     "DecodedVideo",
@@ -43,11 +41,10 @@ __all__ = [
     "rank_print",
     "sample_frame_indices",
     "split_list",
+    "write_video",
 ]
 
 T = TypeVar("T")
-
-VIDEO_BACKENDS = ("auto", "decord", "pyav")
 
 
 # --------------------------------------------------------------------------- process helpers
@@ -127,292 +124,3 @@ def get_chunk(lst: Sequence[T], n: int, k: int) -> Sequence[T]:
         raise IndexError(f"get_chunk: chunk index k={k} is outside [0, {n}) for n={n} chunks")
     return split_list(lst, n)[k]
 
-
-# --------------------------------------------------------------------------- video decoding
-
-
-class VideoDecodeError(ValueError):
-    """A video file exists but no frames can be decoded from it (corrupt, empty, unsupported)."""
-
-    def __init__(self, message: str, path: str | None = None, reason: str | None = None):
-        super().__init__(message)
-        self.path = path
-        self.reason = reason or message
-
-
-def _decode_error(path: str, reason: str) -> VideoDecodeError:
-    return VideoDecodeError(f"cannot decode video '{path}': {reason}", path=path, reason=reason)
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodedVideo:
-    """Frames sampled from one video.
-
-    Attributes:
-        frames: ``(T, H, W, 3)`` uint8 RGB.
-        frame_indices: source index of each returned frame (``T`` entries, may repeat).
-        avg_fps: the container's average frame rate.
-        total_frames: number of frames in the video.
-    """
-
-    frames: np.ndarray
-    frame_indices: list[int]
-    avg_fps: float
-    total_frames: int
-
-    @property
-    def duration(self) -> float:
-        """Video length in seconds (``total_frames / avg_fps``)."""
-        return self.total_frames / self.avg_fps
-
-    @property
-    def frame_times(self) -> list[float]:
-        """Timestamp in seconds of each returned frame."""
-        return [index / self.avg_fps for index in self.frame_indices]
-
-    @property
-    def frame_time_str(self) -> str:
-        """``"0.00s,1.00s,..."``, the form LLaVA-Video's time instruction embeds."""
-        return ",".join(f"{t:.2f}s" for t in self.frame_times)
-
-
-def sample_frame_indices(total: int, n: int) -> list[int]:
-    """Indices of ``n`` frames spread uniformly over ``total``: the midpoints of ``n`` equal
-    segments of ``[0, total - 1]`` (HICom / VideoLLaMA2's rule). Repeats when ``total < n``."""
-    if total < 1:
-        raise ValueError(f"sample_frame_indices: total={total} must be >= 1")
-    if n < 1:
-        raise ValueError(f"sample_frame_indices: n={n} must be >= 1")
-    segment = (total - 1) / n
-    # The epsilon rounds exact .5 midpoints up, as the reference implementation does.
-    midpoints = segment * (np.arange(n) + 0.5) + 1e-6
-    return np.round(midpoints).astype(int).tolist()
-
-
-def _fps_frame_indices(
-    total: int, avg_fps: float, fps: float | None, frames_upbound: int, force_sample: bool
-) -> list[int]:
-    """LLaVA-Video's sampling: every ``round(avg_fps / fps)``-th frame (all frames when ``fps``
-    is None); if ``frames_upbound > 0`` and that gives more frames (or ``force_sample``), take
-    ``frames_upbound`` frames evenly from first to last instead."""
-    stride = 1 if fps is None else max(1, round(avg_fps / fps))
-    indices = list(range(0, total, stride))
-    if frames_upbound > 0 and (len(indices) > frames_upbound or force_sample):
-        indices = np.linspace(0, total - 1, frames_upbound, dtype=int).tolist()
-    return indices
-
-
-IndexSelector = Callable[[int, float], list[int]]  # (total_frames, avg_fps) -> frame indices
-
-
-def _decode_with_decord(path: str, select: IndexSelector) -> DecodedVideo:
-    import decord
-
-    try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    except (decord.DECORDError, RuntimeError) as err:
-        raise _decode_error(path, f"decord could not open it ({err})") from err
-    total, avg_fps = len(reader), float(reader.get_avg_fps())
-    indices = _checked_selection(path, total, avg_fps, select)
-    try:
-        frames = reader.get_batch(indices).asnumpy()
-    except (decord.DECORDError, RuntimeError) as err:
-        raise _decode_error(path, f"decord failed reading frames {indices[:8]}... ({err})") from err
-    return DecodedVideo(frames=frames, frame_indices=indices, avg_fps=avg_fps, total_frames=total)
-
-
-def _decode_with_pyav(path: str, select: IndexSelector) -> DecodedVideo:
-    import av
-
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise _decode_error(path, "it has no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            avg_fps = float(rate) if rate else 0.0
-            total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-        indices = _checked_selection(path, total, avg_fps, select)
-
-        # Decode sequentially and keep only the requested frames, stopping after the last one.
-        wanted = set(indices)
-        last = max(indices)
-        kept: dict[int, np.ndarray] = {}
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for index, frame in enumerate(container.decode(stream)):
-                if index in wanted:
-                    kept[index] = frame.to_ndarray(format="rgb24")
-                if index >= last:
-                    break
-    except av.FFmpegError as err:
-        raise _decode_error(path, f"PyAV failed ({err})") from err
-    if len(kept) < len(wanted):
-        raise _decode_error(
-            path, f"the container reports {total} frames but only {len(kept)} of the requested ones could be decoded"
-        )
-    frames = np.stack([kept[index] for index in indices])
-    return DecodedVideo(frames=frames, frame_indices=indices, avg_fps=avg_fps, total_frames=total)
-
-
-def _checked_selection(path: str, total: int, avg_fps: float, select: IndexSelector) -> list[int]:
-    if total <= 0:
-        raise _decode_error(path, "it contains no frames")
-    if not avg_fps > 0:
-        raise _decode_error(path, f"its frame rate is unknown (avg_fps={avg_fps})")
-    return select(total, avg_fps)
-
-
-_DECODERS: dict[str, Callable[[str, IndexSelector], DecodedVideo]] = {
-    "decord": _decode_with_decord,
-    "pyav": _decode_with_pyav,
-}
-
-
-@functools.cache
-def _auto_backend() -> str:
-    try:
-        import decord  # noqa: F401
-    except ImportError:
-        backend = "pyav"
-    else:
-        backend = "decord"
-    logger.info("Video decoding backend: %s", backend)
-    return backend
-
-
-def load_video_frames(
-    path: str | os.PathLike,
-    num_frames: int | None = None,
-    fps: float | None = None,
-    frames_upbound: int = 0,
-    force_sample: bool = False,
-    backend: str = "auto",
-    repeat_frames: bool = True,
-) -> DecodedVideo:
-    """Decode frames of the video at ``path``.
-
-    Sampling, in order of precedence:
-
-    * ``num_frames=N``: ``sample_frame_indices(total, N)``, N segment midpoints. It cannot be
-      combined with the fps options.
-    * otherwise LLaVA-Video's rule: one frame every ``round(avg_fps / fps)`` (every frame when
-      ``fps`` is None); with ``frames_upbound > 0``, more frames than that (or ``force_sample``)
-      switch to ``frames_upbound`` frames evenly spaced from the first to the last.
-
-    Args:
-        backend: ``"decord"``, ``"pyav"`` or ``"auto"``: decord when importable, and PyAV for files
-            decord cannot read (the error then names both failures).
-        repeat_frames: with ``num_frames`` and a video shorter than that, repeat frames to return
-            exactly ``num_frames`` (the reference behaviour); ``False`` returns every frame once.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        VideoDecodeError: the file cannot be decoded, has no frames or no frame rate.
-        ValueError: invalid sampling arguments or backend name.
-    """
-    path = os.fspath(path)
-    if num_frames is not None:
-        if fps is not None or frames_upbound or force_sample:
-            raise ValueError(
-                "load_video_frames: num_frames cannot be combined with fps, frames_upbound or force_sample "
-                f"(got num_frames={num_frames}, fps={fps}, frames_upbound={frames_upbound}, "
-                f"force_sample={force_sample})"
-            )
-        if num_frames < 1:
-            raise ValueError(f"load_video_frames: num_frames={num_frames} must be >= 1")
-    if fps is not None and not fps > 0:
-        raise ValueError(f"load_video_frames: fps={fps} must be > 0")
-    if frames_upbound < 0:
-        raise ValueError(f"load_video_frames: frames_upbound={frames_upbound} must be >= 0")
-    if backend not in VIDEO_BACKENDS:
-        raise ValueError(f"load_video_frames: backend={backend!r} is not one of {VIDEO_BACKENDS}")
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "video file not found", path)
-    if os.path.isdir(path):
-        raise _decode_error(path, "it is a directory, not a video file")
-
-    if num_frames is not None:
-
-        def select(total: int, avg_fps: float) -> list[int]:
-            return sample_frame_indices(total, num_frames if repeat_frames else min(num_frames, total))
-
-    else:
-
-        def select(total: int, avg_fps: float) -> list[int]:
-            return _fps_frame_indices(total, avg_fps, fps, frames_upbound, force_sample)
-
-    if backend != "auto":
-        return _DECODERS[backend](path, select)
-    resolved = _auto_backend()
-    try:
-        return _DECODERS[resolved](path, select)
-    except VideoDecodeError as first:
-        if resolved == "pyav":
-            raise
-        try:
-            video = _decode_with_pyav(path, select)
-        except VideoDecodeError as second:
-            raise _decode_error(path, f"{first.reason}; PyAV fallback: {second.reason}") from second
-        logger.warning("%s: decord failed (%s); decoded with PyAV instead", path, first.reason)
-        return video
-
-
-def _data_arg(data_args: Any, name: str, default: Any) -> Any:
-    value = getattr(data_args, name, None)
-    return default if value is None else value
-
-
-def _process_video(video_file: str, data_args: Any, backend: str) -> tuple[np.ndarray, float, str, int]:
-    video = load_video_frames(
-        video_file,
-        fps=_data_arg(data_args, "video_fps", 1),
-        frames_upbound=_data_arg(data_args, "frames_upbound", 0),
-        force_sample=bool(_data_arg(data_args, "force_sample", False)),
-        backend=backend,
-    )
-    return video.frames, video.duration, video.frame_time_str, len(video.frame_indices)
-
-
-def process_video_with_decord(video_file: str, data_args: Any) -> tuple[np.ndarray, float, str, int]:
-    """LLaVA-NeXT's training-time video loader, decoding with decord.
-
-    Reads ``data_args.video_fps`` (default 1), ``frames_upbound`` (0 = no cap) and
-    ``force_sample`` (False). Unlike upstream, the stride is never 0 for low-fps videos and
-    frame times are ``index / avg_fps`` seconds.
-
-    Returns:
-        ``(frames (T, H, W, 3) uint8, video_time seconds, frame_time "0.00s,...", T)``.
-    """
-    return _process_video(video_file, data_args, backend="decord")
-
-
-def process_video_with_pyav(video_file: str, data_args: Any) -> tuple[np.ndarray, float, str, int]:
-    """``process_video_with_decord`` with PyAV decoding; same arguments, sampling and return."""
-    return _process_video(video_file, data_args, backend="pyav")
-
-
-def write_video(path, frames_thwc: np.ndarray, fps: float | Fraction = 24, codec: str = "libx264") -> Path:
-    """Encodes uint8 RGB frames ``(T, H, W, 3)`` (even H and W) into an mp4 at ``path`` with PyAV."""
-    import av  # imported here: only writers need it
-
-    path = Path(path)
-    frames_thwc = np.asarray(frames_thwc)
-    if frames_thwc.ndim != 4 or frames_thwc.shape[-1] != 3 or frames_thwc.dtype != np.uint8:
-        raise ValueError(f"write_video({path}): need uint8 frames (T,H,W,3), got {frames_thwc.dtype} {frames_thwc.shape}")
-    height, width = frames_thwc.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"write_video({path}): width and height must be even for yuv420p, got {width}x{height}")
-    options = {"crf": "10", "preset": "ultrafast"} if codec == "libx264" else {"qscale": "2"}
-    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate, options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for frame in frames_thwc:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path

@@ -27,8 +27,8 @@ def llava_assembler_available() -> bool:
 
 @pytest.fixture(scope="session")
 def tiny_parts() -> tuple[str, ...]:
-    """The ``llava.tiny`` parts that can be built now: all, or all but ``llava_qwen``."""
-    from llava.tiny import PARTS
+    """The ``llava.toy.tiny`` parts that can be built now: all, or all but ``llava_qwen``."""
+    from llava.toy.tiny import PARTS
 
     if llava_assembler_available():
         return PARTS
@@ -42,7 +42,7 @@ def tiny_dir(tmp_path_factory, tiny_parts) -> Path:
     ``tiny-llava-qwen/`` is absent while the builder lacks ``assemble_llava_qwen``; tests that need it
     take ``tiny_llava_dir`` instead. Shared by the whole session: treat it as read-only.
     """
-    from llava.tiny import make_all
+    from llava.toy.tiny import make_all
 
     out = tmp_path_factory.mktemp("tiny")
     make_all(out, seed=0, parts=tiny_parts)
@@ -54,6 +54,6 @@ def tiny_llava_dir(tiny_dir: Path, tiny_parts) -> Path:
     """``tiny_dir / "tiny-llava-qwen"``; skips the test while the assembler is not written."""
     if "llava_qwen" not in tiny_parts:
         pytest.skip(ASSEMBLER_MISSING)
-    from llava.tiny import LLAVA_QWEN_DIRNAME
+    from llava.toy.tiny import LLAVA_QWEN_DIRNAME
 
     return tiny_dir / LLAVA_QWEN_DIRNAME

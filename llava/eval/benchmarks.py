@@ -1,12 +1,17 @@
 """Video benchmarks: their released file layouts mapped to :class:`VideoQuestion`, and their prompts.
 
 Each :class:`Benchmark` knows how to read its question files (and the separate ground-truth file some
-benchmarks ship) and how to render the LLM prompt in two styles:
+benchmarks ship) and how to render the LLM prompt in two styles (:data:`PROMPT_STYLES`):
 
-* ``hicom``: the prompts of the HICom release's evaluation scripts (what the paper's numbers used);
+* ``release``: the prompts of the evaluation scripts released with video LLMs built on VideoLLaMA2's
+  code, the prompts behind their reported numbers (Video-MME and MVBench word for word as
+  VideoLLaMA2's own, EgoSchema and MLVU written the same way); open-ended benchmarks get the bare
+  question;
 * ``lmms``: lmms-eval's default prompts for the same task (what ``--model llava_onevision`` sends).
 
-Whatever the style, only the bare question goes to the instruction path.
+Plugins may add other names for a style (:func:`register_prompt_style_alias`); every style name read
+goes through :func:`resolve_prompt_style`. Whatever the style, only the bare question goes to the
+instruction path.
 
 =====================  ===========================================  ====================================
 benchmark              ``--question-file`` (``--gt-file``)          videos under ``--video-folder``
@@ -45,10 +50,52 @@ from .questions import (
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".MP4", ".mkv", ".webm", ".avi", ".mov")
-PROMPT_STYLES = ("hicom", "lmms")
+PROMPT_STYLES = ("release", "lmms")
+DEFAULT_PROMPT_STYLE = "release"
 
 PromptFn = Callable[[VideoQuestion, "str | None"], str]
 Loader = Callable[[Path, "Path | None"], "list[VideoQuestion]"]
+
+# alias -> style; filled by plugins (their entry points run when the plugin loader runs)
+_PROMPT_STYLE_ALIASES: dict[str, str] = {}
+
+
+class UnknownPromptStyleError(ValueError):
+    """A prompt style name that is neither a style nor a registered alias."""
+
+
+def register_prompt_style_alias(alias: str, style: str) -> None:
+    """Lets ``alias`` name the prompt style ``style`` (e.g. the name a method's users know it by).
+
+    Registering the same pair again is a no-op; an alias may not shadow a style nor point at two.
+    """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style alias {alias!r}: {style!r} is not a prompt style ({', '.join(PROMPT_STYLES)})")
+    if alias in PROMPT_STYLES:
+        raise ValueError(f"prompt style alias {alias!r} would shadow the style of that name")
+    current = _PROMPT_STYLE_ALIASES.get(alias)
+    if current is not None and current != style:
+        raise ValueError(f"prompt style alias {alias!r} already names {current!r}, not {style!r}")
+    _PROMPT_STYLE_ALIASES[alias] = style
+
+
+def prompt_style_aliases() -> dict[str, str]:
+    """Registered aliases, ``{alias: style}``."""
+    return dict(_PROMPT_STYLE_ALIASES)
+
+
+def resolve_prompt_style(name: str) -> str:
+    """The style ``name`` denotes: itself if it is a style, else the style of that alias.
+
+    Aliases come from plugins: load them first (the evaluation commands do).
+    """
+    if name in PROMPT_STYLES:
+        return name
+    if name in _PROMPT_STYLE_ALIASES:
+        return _PROMPT_STYLE_ALIASES[name]
+    aliases = ", ".join(f"{a} -> {s}" for a, s in sorted(_PROMPT_STYLE_ALIASES.items())) or "none registered"
+    raise UnknownPromptStyleError(f"unknown prompt style {name!r}; styles: {', '.join(PROMPT_STYLES)}; "
+                                  f"aliases: {aliases}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +105,8 @@ class Benchmark:
     Attributes:
         kind: ``"mcqa"`` (scored by letter extraction) or ``"oqa"`` (scored by an LLM judge).
         load: ``(question_file, gt_file or None) -> questions``.
-        prompts: style -> ``(question, subtitles or None) -> LLM prompt`` (without ``<image>``).
+        prompts: style (of :data:`PROMPT_STYLES`) -> ``(question, subtitles or None) -> LLM prompt``
+            (without ``<image>``).
         tables: ``task`` and/or ``info`` keys that reports break accuracy down by.
     """
 
@@ -69,8 +117,10 @@ class Benchmark:
     tables: tuple[str, ...] = ("task",)
 
     def prompt(self, question: VideoQuestion, style: str, subtitles: str | None = None) -> str:
+        """The LLM prompt of ``question`` in ``style`` (a style or an alias)."""
+        style = resolve_prompt_style(style)
         if style not in self.prompts:
-            raise ValueError(f"prompt style {style!r} is not one of {sorted(self.prompts)}")
+            raise UnknownPromptStyleError(f"{self.name} has no prompt style {style!r}; it has {sorted(self.prompts)}")
         return self.prompts[style](question, subtitles)
 
 
@@ -152,7 +202,7 @@ _VIDEOMME_PREFACE = ("Select the best answer to the following multiple-choice qu
 _DIRECT = "Answer with the option's letter from the given choices directly"
 
 
-def _videomme_hicom(q: VideoQuestion, subtitles: str | None) -> str:
+def _videomme_release(q: VideoQuestion, subtitles: str | None) -> str:
     text = _VIDEOMME_PREFACE.format("") + f"\n{q.question}\n" + "".join(f"{o}\n" for o in q.lettered_options())
     text += f"{_DIRECT} and only give the best option. The best answer is: "
     return text if subtitles is None else f"This video's subtitles are listed below:\n{subtitles}\n{text}"
@@ -252,7 +302,7 @@ def load_mlvu(question_file: Path, gt_file: Path | None) -> list[VideoQuestion]:
     return _load_task_folder(question_file, gt_file, MLVU_TASKS, "mlvu")
 
 
-def _mvbench_hicom(q: VideoQuestion, subtitles: str | None) -> str:
+def _mvbench_release(q: VideoQuestion, subtitles: str | None) -> str:
     options = "".join(f"{o}\n" for o in q.lettered_options("({letter}) {text}"))
     return f"Question: {q.question}\nOptions:\n{options}{_DIRECT} and only give the best option."
 
@@ -262,7 +312,7 @@ def _mvbench_lmms(q: VideoQuestion, subtitles: str | None) -> str:
     return f"Question:{q.question}\nOption:\n{options}Only give the best option.\n"
 
 
-def _mlvu_hicom(q: VideoQuestion, subtitles: str | None) -> str:
+def _mlvu_release(q: VideoQuestion, subtitles: str | None) -> str:
     options = "".join(f"{o}\n" for o in q.lettered_options("({letter}) {text}"))
     return f"Question: {q.question}\nOptions: \n{options}\n{_DIRECT} and only give the best option."
 
@@ -312,7 +362,7 @@ def load_egoschema(question_file: Path, gt_file: Path | None) -> list[VideoQuest
     return _finish(questions, question_file)
 
 
-def _egoschema_hicom(q: VideoQuestion, subtitles: str | None) -> str:
+def _egoschema_release(q: VideoQuestion, subtitles: str | None) -> str:
     options = "".join(f"{o}\n" for o in q.lettered_options("({letter}) {text}"))
     return (f"Select the best answer to the following multiple-choice question based on the video.\n{q.question}\n"
             f"Options:\n{options}{_DIRECT} and only give the best option. The best answer is: ")
@@ -376,17 +426,18 @@ def _raw_question(q: VideoQuestion, subtitles: str | None) -> str:
     return q.question
 
 
-_RAW = {"hicom": _raw_question, "lmms": _raw_question}
+_RAW = {"release": _raw_question, "lmms": _raw_question}
 
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
-        Benchmark("videomme", "mcqa", load_videomme, {"hicom": _videomme_hicom, "lmms": _videomme_lmms},
+        Benchmark("videomme", "mcqa", load_videomme, {"release": _videomme_release, "lmms": _videomme_lmms},
                   tables=("duration", "task")),
-        Benchmark("mvbench", "mcqa", load_mvbench, {"hicom": _mvbench_hicom, "lmms": _mvbench_lmms}),
-        Benchmark("egoschema", "mcqa", load_egoschema, {"hicom": _egoschema_hicom, "lmms": _egoschema_lmms}, tables=()),
-        Benchmark("mlvu", "mcqa", load_mlvu, {"hicom": _mlvu_hicom, "lmms": _mlvu_lmms}),
-        Benchmark("activitynet", "oqa", load_activitynet, {"hicom": _raw_question, "lmms": _activitynet_lmms}),
+        Benchmark("mvbench", "mcqa", load_mvbench, {"release": _mvbench_release, "lmms": _mvbench_lmms}),
+        Benchmark("egoschema", "mcqa", load_egoschema, {"release": _egoschema_release, "lmms": _egoschema_lmms},
+                  tables=()),
+        Benchmark("mlvu", "mcqa", load_mlvu, {"release": _mlvu_release, "lmms": _mlvu_lmms}),
+        Benchmark("activitynet", "oqa", load_activitynet, {"release": _raw_question, "lmms": _activitynet_lmms}),
         Benchmark("vcgpt_generic", "oqa", lambda f, g: _load_vcgpt(f, g, ("Q",)), _RAW, tables=()),
         Benchmark("vcgpt_temporal", "oqa", lambda f, g: _load_vcgpt(f, g, ("Q",)), _RAW, tables=()),
         Benchmark("vcgpt_consistency", "oqa", lambda f, g: _load_vcgpt(f, g, ("Q1", "Q2")), _RAW, tables=()),

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llava.conversation import UnknownConversationTemplateError
-from llava.utils import VideoDecodeError
+from llava.video import VideoDecodeError
 
 from .answers import AnswerFileError, merge_answer_files
-from .benchmarks import BENCHMARKS, load_questions
+from .benchmarks import BENCHMARKS, UnknownPromptStyleError, load_questions
 from .questions import QuestionFileError, VideoQuestion, question_set_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ class UsageError(ValueError):
 
 #: errors caused by the user's inputs: reported in one line, exit status 2
 INPUT_ERRORS = (QuestionFileError, AnswerFileError, MissingVideoError, JudgeNotConfiguredError, UsageError,
-                UnknownConversationTemplateError, VideoDecodeError, FileNotFoundError)
+                UnknownConversationTemplateError, UnknownPromptStyleError, VideoDecodeError,
+                FileNotFoundError)
 
 
 def add_question_args(parser: argparse.ArgumentParser, kind: str | None = None) -> None:

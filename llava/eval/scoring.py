@@ -9,11 +9,12 @@ legacy     lmms-eval up to v0.7.1, the rule behind the 2024-25 papers. Video-MME
 current    lmms-eval v0.7.2+ for Video-MME and MLVU: candidates by format, highest priority first
            (a standalone letter at the start, at the end, after an answer phrase, "(X)", "X.",
            "X:", "X)", "X ", anywhere), the later one within a format.
-release    the HICom release's own scripts: the first capital in the option range after removing
-           the word "answer"; else the first option whose text the reply contains. The release then
-           defaulted to "C" -- here that is a parse failure. (Its quirks are not reproduced: a comma
-           right after the letter also fell back to "C", and Video-MME option texts lost their last
-           character before the text match.)
+release    the released evaluation scripts' rule (VideoLLaMA2's, kept by the video LLMs built on
+           it): the first capital in the option range after removing the word "answer"; else the
+           first option whose text the reply contains. Those scripts then defaulted to "C" -- here
+           that is a parse failure. (Their quirks are not reproduced: a comma right after the
+           letter also fell back to "C", and Video-MME option texts lost their last character
+           before the text match.)
 =========  ==================================================================================
 
 MVBench (lmms-eval's ``mcq_acc``) and EgoSchema (the MMMU-style parser) did not change between
@@ -110,7 +111,7 @@ _DIGIT_WORDS = dict(zip("0123456789", ("zero", "one", "two", "three", "four", "f
 
 
 def extract_letter_release(reply: str, options: Sequence[str], option_text_fallback: bool = True) -> str | None:
-    """The HICom release's rule: the first capital in ``A..<last letter>`` once "answer"/"Answer" are
+    """The release scripts' rule: the first capital in ``A..<last letter>`` once "answer"/"Answer" are
     removed; else (``option_text_fallback``) the first option whose text occurs in the reply, a digit
     option also matching its English word."""
     letters = "ABCDEFGHIJ"[: len(options)]

@@ -4,7 +4,7 @@ questions and appends the answers to a JSONL file.
 Per question: resolve the video -> sample ``--num-frames`` frames (the whole video, the question's
 segment, or a frame folder) -> pixel values -> prompt in the chat template with one ``<image>`` ->
 ``model.generate(..., instructions=[bare question])`` -> one answer line. The bare question is the
-instruction a HICom projector is conditioned on; the LLM gets the full benchmark prompt.
+instruction that instruction-conditioned projectors see; the LLM gets the full benchmark prompt.
 
 Resuming: questions already in ``--answers-file`` (for the same question set and settings) are
 skipped, so rerunning an interrupted command answers only what is missing. A video that cannot be
@@ -29,10 +29,12 @@ from tqdm import tqdm
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle, conv_templates
 from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, tokenizer_image_token
-from llava.utils import VideoDecodeError, get_chunk
+from llava.registry import load_plugins
+from llava.utils import get_chunk
+from llava.video import VideoDecodeError
 
 from .answers import AnswerWriter, check_answers, read_answers, write_lines
-from .benchmarks import BENCHMARKS, PROMPT_STYLES
+from .benchmarks import BENCHMARKS, DEFAULT_PROMPT_STYLE, PROMPT_STYLES, resolve_prompt_style
 from .cli import MissingVideoError, UsageError, add_question_args, command, questions_from_args
 from .questions import VideoQuestion
 from .video_io import Clip, clip_pixels, load_clip, read_srt, resolve_video, subtitles_at
@@ -57,8 +59,9 @@ def build_parser(kind: str, max_new_tokens: int, description: str) -> argparse.A
                         help="videomme only: add the subtitles shown at the sampled frames (<videoID>.srt)")
     parser.add_argument("--answers-file", required=True, help="JSONL; appended to, and resumed from if it exists")
     parser.add_argument("--conv-mode", default="qwen_1_5")
-    parser.add_argument("--prompt-style", default="hicom", choices=PROMPT_STYLES,
-                        help="hicom: the release's prompts; lmms: lmms-eval's default prompts")
+    parser.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE,
+                        help=f"{' | '.join(PROMPT_STYLES)} (or an alias a plugin registers): release: the released "
+                             "evaluation scripts' prompts; lmms: lmms-eval's default prompts")
     parser.add_argument("--num-chunks", type=int, default=1)
     parser.add_argument("--chunk-idx", type=int, default=0)
     parser.add_argument("--num-frames", type=int, default=32, help="frames sampled per video (no upper limit)")
@@ -94,7 +97,8 @@ def run_settings(args: argparse.Namespace) -> dict:
     """The settings that shape the answers; an answers file is only resumed under the same ones."""
     return {
         "benchmark": args.benchmark, "model_id": get_model_name_from_path(args.model_path),
-        "model_base": args.model_base, "conv_mode": args.conv_mode, "prompt_style": args.prompt_style,
+        "model_base": args.model_base, "conv_mode": args.conv_mode,
+        "prompt_style": resolve_prompt_style(args.prompt_style),
         "num_frames": args.num_frames, "subtitles": args.subtitle_folder is not None,
         "temperature": args.temperature, "top_p": args.top_p, "num_beams": args.num_beams,
         "max_new_tokens": args.max_new_tokens, "seed": args.seed, "torch_dtype": args.torch_dtype,
@@ -156,6 +160,7 @@ class VideoQA:
 def run_inference(args: argparse.Namespace, loaded: LoadedModel | None = None) -> dict:
     """Answers this chunk's unanswered questions; returns counts. ``loaded`` skips model loading."""
     benchmark = BENCHMARKS[args.benchmark]
+    style = resolve_prompt_style(args.prompt_style)
     if args.subtitle_folder is not None and args.benchmark != "videomme":
         raise UsageError("--subtitle-folder is only used by videomme")
     if not 0 <= args.chunk_idx < args.num_chunks:
@@ -204,7 +209,7 @@ def run_inference(args: argparse.Namespace, loaded: LoadedModel | None = None) -
                     logger.warning("question %s: %s", question.qid, err)
                     failed = str(err)
                 else:
-                    prompt = benchmark.prompt(question, args.prompt_style, qa.subtitles(question, clip))
+                    prompt = benchmark.prompt(question, style, qa.subtitles(question, clip))
                     text = qa.answer(prompt, question.question, pixels, question.qid)
             writer.write({"question_id": question.qid, "prompt": prompt, "text": text, "model_id": run["model_id"],
                           "failed": failed, "question_set": fingerprint, "run": run})
@@ -217,6 +222,7 @@ def make_main(kind: str, max_new_tokens: int, description: str):
     """``main(argv)`` of an inference command for the benchmarks of ``kind``."""
 
     def run(args: argparse.Namespace) -> int:
+        load_plugins()  # plugins may register prompt-style aliases
         run_inference(args)
         return 0
 

@@ -2,10 +2,10 @@
 segment, or a folder of frame images), the model's pixel preprocessing, and subtitles at the
 sampled frames.
 
-Whole videos go through ``llava.utils.load_video_frames`` (segment midpoints, HICom's rule). Bounded
-segments and frame folders use the same rule restricted to the segment (:func:`bounded_frame_indices`).
-Every decoding problem surfaces as ``llava.utils.VideoDecodeError``, which inference records as a
-failed item.
+Whole videos go through ``llava.video.load_video_frames`` (segment midpoints, VideoLLaMA2's rule).
+Bounded segments and frame folders use the same rule restricted to the segment
+(:func:`bounded_frame_indices`). Every decoding problem surfaces as ``llava.video.VideoDecodeError``,
+which inference records as a failed item.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from llava.mm_utils import process_video_frames
-from llava.utils import VideoDecodeError, load_video_frames, sample_frame_indices
+from llava.video import VideoDecodeError, load_video_frames, sample_frame_indices
 
 #: frame rate of MVBench's frame folders (TVQA frames are extracted at 3 fps)
 FRAME_FOLDER_FPS = 3.0
@@ -47,11 +47,11 @@ def resolve_video(folder: Path, candidates: Sequence[str]) -> Path | None:
 def bounded_frame_indices(total: int, fps: float, n: int, start: float, end: float) -> list[int]:
     """``n`` indices spread over the segment ``[start, end]`` seconds of a ``total``-frame video.
 
-    HICom's rule for MVBench's bounded tasks: negative times count as 0, reversed bounds are swapped and
+    VideoLLaMA2's rule for MVBench's bounded tasks: negative times count as 0, reversed bounds are swapped and
     an empty segment is widened to one second; the segment covers frames ``int(start*fps) - 1`` to
     ``int(end*fps) - 1`` clipped to the video, and ``sample_frame_indices`` picks ``n`` of them. A segment
-    lying wholly after the video's end falls back to its last frame (the release would index outside
-    the segment there).
+    lying wholly after the video's end falls back to its last frame (VideoLLaMA2's code would index
+    outside the segment there).
     """
     start, end = max(start, 0.0), max(end, 0.0)
     if start > end:
@@ -107,7 +107,7 @@ def _load_frame_folder(folder: Path, num_frames: int, bound: tuple[float, float]
 
 def clip_pixels(clip: Clip, image_processor, image_aspect_ratio: str | None) -> torch.Tensor:
     """``(T, 3, S, S)`` pixel values. Frames are padded to squares first when the checkpoint says
-    ``image_aspect_ratio="pad"`` (HICom's video preprocessing), and resized otherwise (OneVision's)."""
+    ``image_aspect_ratio="pad"`` (VideoLLaMA2's video preprocessing), and resized otherwise (OneVision's)."""
     return process_video_frames(clip.frames, image_processor, image_aspect_ratio)
 
 

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from .language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
 from .llava_arch import load_projector_weights
-from .multimodal_projector.builder import load_projector_plugins
+from llava.registry import load_plugins
 from .weights import read_json, read_tensor_file
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def read_model_config(model_path: str | Path) -> dict:
 def model_family(raw_config: dict, source: str | Path) -> ModelFamily | None:
     """The LLaVA family of a checkpoint, or ``None`` for a plain (text-only) LLM."""
     model_type = raw_config["model_type"]
-    load_projector_plugins()  # plugins may register model types (e.g. a release checkpoint layout)
+    load_plugins()  # plugins may register model types (e.g. a release checkpoint layout)
     if model_type in MODEL_TYPES:
         return MODEL_TYPES[model_type]
     for arch in raw_config.get("architectures") or []:

@@ -1,1 +1,1 @@
-"""Serving LLaVA / HICom checkpoints: ``python -m llava.serve.cli`` (terminal chat and one-shot answers)."""
+"""Serving LLaVA-style checkpoints: ``python -m llava.serve.cli`` (terminal chat and one-shot answers)."""

@@ -1,4 +1,4 @@
-"""Ask a LLaVA / HICom checkpoint about a video (or an image) from a terminal or from a script.
+"""Ask a LLaVA-style checkpoint (any registered projector) about a video (or an image) from a terminal or from a script.
 
     # interactive chat; answers are printed while they are generated
     python -m llava.serve.cli --model-path CKPT --video-file clip.mp4 [--num-frames 32]
@@ -8,8 +8,8 @@
 One turn: decode ``--num-frames`` frames (segment midpoints) -> pixels (frames padded to squares when the
 checkpoint says ``image_aspect_ratio="pad"``, as training does) -> the chat prompt, whose first user turn
 holds one ``<image>`` per visual item -> ``model.generate(..., instructions=[question])``. The visual
-items are encoded again at every turn, because a HICom projector compresses the video conditioned on the
-question asked now: the same video gives different tokens for different questions.
+items are encoded again at every turn, because an instruction-conditioned projector compresses the video
+conditioned on the question asked now: the same video gives different tokens for different questions.
 
 Bad inputs (a missing model folder, a missing or undecodable video or image, an unknown conversation
 template) stop the command with a one-line message on stderr and exit status 2.
@@ -42,7 +42,7 @@ from llava.mm_utils import (
     tokenizer_image_token,
 )
 from llava.model.builder import load_pretrained_model, read_model_config
-from llava.utils import VideoDecodeError, load_video_frames
+from llava.video import VideoDecodeError, load_video_frames
 
 logger = logging.getLogger("llava.serve.cli")
 

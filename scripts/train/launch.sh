@@ -5,7 +5,7 @@
 #   LAUNCHER=deepspeed DeepSpeed's launcher; HOSTFILE=path for several nodes (its hostfile format)
 #   LAUNCHER=python    one process (debugging)
 #   LAUNCHER=print     print the command line (train_mem.py ARGS, each followed by a NUL byte) instead
-#                      of running it; hicom_plugin.demo trains in-process with exactly these flags
+#                      of running it; hicom_plugin.tools.demo trains in-process with exactly these flags
 #
 # GLOBAL_BATCH / (world size x PER_DEVICE_BATCH) gives --gradient_accumulation_steps.
 set -euo pipefail

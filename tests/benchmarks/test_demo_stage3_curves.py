@@ -63,7 +63,7 @@ def test_letter_accuracy_reads_expanded_positions():
 def test_held_out_turns_are_the_eval_set_in_training_format(tmp_path):
     import json
 
-    from llava.synthetic import EVAL_TASK_FILE, EVAL_VIDEO_DIR
+    from llava.toy.synthetic import EVAL_TASK_FILE, EVAL_VIDEO_DIR
 
     (tmp_path / "eval" / "json").mkdir(parents=True)
     items = [{"video": "v0.mp4", "question": "What color is the centre of the red tile?",

@@ -16,7 +16,7 @@ STAGE_SCRIPTS = {1: "stage1_align.sh", 2: "stage2_conditional_pretrain.sh", 3: "
 
 def make_synthetic_data(out: Path) -> Path:
     """A small synthetic dataset (8 frames of 64x64 per video), once per folder."""
-    from llava.synthetic import make_dataset
+    from llava.toy.synthetic import make_dataset
 
     if not (out / "stage3.json").is_file():
         make_dataset(out, seed=0, videos=8, images=4, frames=8, size=64)

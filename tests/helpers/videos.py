@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llava.utils import write_video
+from llava.video import write_video
 
 INDEX_BITS = 8
 _MIN_STRIPE_PX = 4

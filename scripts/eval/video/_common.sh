@@ -6,7 +6,7 @@
 #   CUDA_VISIBLE_DEVICES  GPUs to use, one chunk each (default 0)
 #   EVAL_DATA_DIR         the benchmark's data folder (each driver has a default under playground/data/eval_video)
 #   OUTPUT_DIR            where answers and reports go (default work_dirs/eval_output/<benchmark>)
-#   NUM_FRAMES (32)  CONV_MODE (qwen_1_5)  PROMPT_STYLE (hicom | lmms)  PARSER_VERSION (legacy | current | release)
+#   NUM_FRAMES (32)  CONV_MODE (qwen_1_5)  PROMPT_STYLE (release | lmms)  PARSER_VERSION (legacy | current | release)
 #   TORCH_DTYPE           float16 / bfloat16 / float32 (default: bf16 on GPU, fp32 on CPU)
 #   MAX_NEW_TOKENS        override the inference default (16 multiple choice, 1024 open-ended)
 #   PYTHON (python3)      EXTRA_ARGS: more flags for the inference command
@@ -28,7 +28,7 @@ IFS=',' read -ra GPULIST <<< "${CUDA_VISIBLE_DEVICES:-0}"
 CHUNKS=${#GPULIST[@]}
 
 MODEL_ARGS=(--model-path "$CKPT" --num-frames "${NUM_FRAMES:-32}" --conv-mode "${CONV_MODE:-qwen_1_5}"
-            --prompt-style "${PROMPT_STYLE:-hicom}")
+            --prompt-style "${PROMPT_STYLE:-release}")
 [[ -n ${TORCH_DTYPE:-} ]] && MODEL_ARGS+=(--torch-dtype "$TORCH_DTYPE")
 [[ -n ${MAX_NEW_TOKENS:-} ]] && MODEL_ARGS+=(--max-new-tokens "$MAX_NEW_TOKENS")
 read -ra EXTRA <<< "${EXTRA_ARGS:-}"

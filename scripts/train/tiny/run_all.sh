@@ -4,8 +4,8 @@
 set -euo pipefail
 here=$(dirname "$0")
 source "$here/settings.sh"
-"$PYTHON" -m llava.tiny --out "$TINY"
-[[ -f "$STAGE3_DATA" ]] || "$PYTHON" -m llava.synthetic --out "$FOLDER"
+"$PYTHON" -m llava.toy.tiny --out "$TINY"
+[[ -f "$STAGE3_DATA" ]] || "$PYTHON" -m llava.toy.synthetic --out "$FOLDER"
 for stage in stage1_align stage2_conditional_pretrain stage3_instruction_tuning; do
     "$here/$stage.sh"
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The three HICom stages at toy scale on a CPU: tiny checkpoints from `python -m llava.tiny` and
-# synthetic videos from `python -m llava.synthetic`, 2 DeepSpeed ZeRO-3 ranks over gloo, fp32.
+# The three HICom stages at toy scale on a CPU: tiny checkpoints from `python -m llava.toy.tiny` and
+# synthetic videos from `python -m llava.toy.synthetic`, 2 DeepSpeed ZeRO-3 ranks over gloo, fp32.
 # Any variable can be overridden from the environment (e.g. MAX_STEPS=4 for a smoke run).
 TINY=${TINY:-playground/tiny}
 LLM=${LLM:-$TINY/qwen2-tiny}

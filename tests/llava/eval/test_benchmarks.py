@@ -6,7 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from llava.eval.benchmarks import BENCHMARKS, load_questions
+from llava.eval import benchmarks
+from llava.eval.benchmarks import (
+    BENCHMARKS,
+    PROMPT_STYLES,
+    UnknownPromptStyleError,
+    load_questions,
+    register_prompt_style_alias,
+    resolve_prompt_style,
+)
 from llava.eval.questions import QuestionFileError, question_set_fingerprint
 from llava.eval.video_io import bounded_frame_indices, load_clip, read_srt, resolve_video, subtitles_at
 from tests.helpers import eval_fixtures as fx
@@ -77,7 +85,7 @@ def test_open_ended_loaders(sets):
 
 def test_prompts_keep_the_question_and_options_apart(sets):
     mvb = {q.qid: q for q in load(sets["mvbench"])}["action_sequence/0"]
-    assert BENCHMARKS["mvbench"].prompt(mvb, "hicom") == (
+    assert BENCHMARKS["mvbench"].prompt(mvb, "release") == (
         "Question: What did the person do first?\nOptions:\n(A) walking\n(B) sitting down\n(C) opening a door\n"
         "Answer with the option's letter from the given choices directly and only give the best option."
     )
@@ -88,7 +96,7 @@ def test_prompts_keep_the_question_and_options_apart(sets):
     vm = load(sets["videomme"])[0]
     lmms = BENCHMARKS["videomme"].prompt(vm, "lmms")
     assert lmms.endswith("D. It sings.\n\nAnswer with the option's letter from the given choices directly.")
-    with_subs = BENCHMARKS["videomme"].prompt(vm, "hicom", subtitles="hello")
+    with_subs = BENCHMARKS["videomme"].prompt(vm, "release", subtitles="hello")
     assert with_subs.startswith("This video's subtitles are listed below:\nhello\nSelect the best answer")
     assert with_subs.endswith("The best answer is: ")
     ego = load(sets["egoschema"])[0]
@@ -97,9 +105,44 @@ def test_prompts_keep_the_question_and_options_apart(sets):
     mlvu = load(sets["mlvu"])[0]
     assert BENCHMARKS["mlvu"].prompt(mlvu, "lmms").endswith("(D) nobody\nOnly give the best option.\nBest option: (")
     anet = load(sets["activitynet"])[0]
-    assert BENCHMARKS["activitynet"].prompt(anet, "hicom") == "what is the person doing 0"
+    assert BENCHMARKS["activitynet"].prompt(anet, "release") == "what is the person doing 0"
     assert BENCHMARKS["activitynet"].prompt(anet, "lmms") == (
         "What is the person doing 0? Answer the question using a single word or phrase.")
+
+
+@pytest.fixture
+def no_aliases(monkeypatch):
+    """No plugin aliases, whichever plugins this environment has loaded."""
+    monkeypatch.setattr(benchmarks, "_PROMPT_STYLE_ALIASES", {})
+
+
+def test_every_benchmark_has_every_prompt_style():
+    assert PROMPT_STYLES == ("release", "lmms")
+    assert all(set(b.prompts) == set(PROMPT_STYLES) for b in BENCHMARKS.values())
+
+
+def test_prompt_style_aliases_resolve_everywhere_a_style_is_read(sets, no_aliases):
+    mvb = load(sets["mvbench"])[0]
+    with pytest.raises(UnknownPromptStyleError) as info:
+        BENCHMARKS["mvbench"].prompt(mvb, "my_method")
+    assert str(info.value) == "unknown prompt style 'my_method'; styles: release, lmms; aliases: none registered"
+    register_prompt_style_alias("my_method", "release")
+    register_prompt_style_alias("my_method", "release")  # the same pair again: a no-op
+    assert resolve_prompt_style("my_method") == "release" and resolve_prompt_style("lmms") == "lmms"
+    assert BENCHMARKS["mvbench"].prompt(mvb, "my_method") == BENCHMARKS["mvbench"].prompt(mvb, "release")
+    with pytest.raises(UnknownPromptStyleError, match="styles: release, lmms; aliases: my_method -> release"):
+        resolve_prompt_style("nope")
+
+
+@pytest.mark.parametrize("alias, style, message", [
+    ("x", "nope", "'nope' is not a prompt style"),
+    ("lmms", "release", "would shadow the style"),
+    ("taken", "lmms", "already names 'release'"),
+])
+def test_bad_prompt_style_aliases_are_refused(alias, style, message, no_aliases):
+    register_prompt_style_alias("taken", "release")
+    with pytest.raises(ValueError, match=message):
+        register_prompt_style_alias(alias, style)
 
 
 def test_fingerprint_changes_with_the_questions(sets):

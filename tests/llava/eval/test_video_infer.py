@@ -201,6 +201,13 @@ def test_malformed_question_file(tmp_path, capsys):
     assert str(bad) in err and "not valid JSON" in err
 
 
+def test_unknown_prompt_style_stops_before_anything_else(sets, tmp_path, capsys):
+    rc = infer(tmp_path / "no-model-needed", sets["mlvu"], tmp_path / "a.jsonl", "--prompt-style", "nope")
+    assert rc == 2
+    assert "unknown prompt style 'nope'; styles: release, lmms; aliases:" in capsys.readouterr().err
+    assert not (tmp_path / "a.jsonl").exists()
+
+
 def test_answers_of_another_question_set_are_refused(sets, answered, tmp_path, capsys):
     fixture = sets["egoschema"]
     answers = copy_of(answered["egoschema"], tmp_path)

@@ -1,4 +1,4 @@
-"""A tiny LlavaQwenForCausalLM from llava.tiny checkpoints: forward, generate, splicing, round trips."""
+"""A tiny LlavaQwenForCausalLM from llava.toy.tiny checkpoints: forward, generate, splicing, round trips."""
 
 import json
 import subprocess
@@ -12,7 +12,7 @@ from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
 from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import load_pretrained_model
-from llava.utils import process_video_with_decord
+from llava.video import process_video_with_decord
 from tests.helpers.videos import write_test_video
 
 GRID = 7  # tiny SigLIP: 56 px / patch 8

@@ -21,8 +21,8 @@ from llava.conversation import conv_templates
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import assemble_llava_qwen, load_pretrained_model
 from llava.serve import cli
-from llava.tiny import LLAVA_QWEN_DIRNAME
-from llava.utils import load_video_frames
+from llava.toy.tiny import LLAVA_QWEN_DIRNAME
+from llava.video import load_video_frames
 from tests.helpers.videos import write_test_video
 
 FRAMES = 4

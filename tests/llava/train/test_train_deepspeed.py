@@ -98,7 +98,7 @@ with torch.no_grad():
 def probe_inputs(model, data_dir) -> dict:
     """A fixed video question in the model's own format."""
     from llava.mm_utils import tokenizer_image_token
-    from llava.utils import load_video_frames
+    from llava.video import load_video_frames
     from transformers import AutoTokenizer
 
     folder = model.config._name_or_path or model.name_or_path

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, SiglipModel
 
-from llava.synthetic import COLORS, color_question
-from llava.tiny import SIGLIP_DIRNAME
-from llava.tiny_lit import LIT_DIRNAME, RECORD_NAME, TEXT_LENGTH, LitSettings, lit_texts, make_lit_siglip
+from llava.toy.synthetic import COLORS, color_question
+from llava.toy.tiny import SIGLIP_DIRNAME
+from llava.toy.tiny_lit import LIT_DIRNAME, RECORD_NAME, TEXT_LENGTH, LitSettings, lit_texts, make_lit_siglip
 
 SHORT = LitSettings(steps=400, batch=32)
 

@@ -5,7 +5,7 @@ the edge, and checks strictly that every tensor has a home (and every home a ten
 
 * :func:`load_release_projector`: a stage-1/2 ``mm_projector.bin`` onto a built
   :class:`~hicom_plugin.projector.HIComProjector`;
-* :func:`import_release_checkpoint` (CLI ``python -m hicom_plugin.release --src DIR --out DIR
+* :func:`import_release_checkpoint` (CLI ``python -m hicom_plugin.tools.release --src DIR --out DIR
   [--vision-tower DIR]``): a stage-3 folder (``model_type: hicom_qwen2``) into a ``llava_qwen`` folder
   that ``load_pretrained_model`` reads.
 
@@ -21,7 +21,7 @@ Key prefixes (release -> ours):
 | ``model.norm.``, ``lm_head.``                     |                                                      |
 
 Names inside a branch (checked against ``named_parameters()`` of compressors that build every
-submodule, see ``tests/hicom_plugin/test_release.py``). Each row maps a whole dotted prefix; what
+submodule, see ``tests/hicom_plugin/tools/test_release.py``). Each row maps a whole dotted prefix; what
 follows it (``.weight``, ``.0.bias``, the attention's ``q_proj`` ...) is unchanged:
 
 | where         | release                     | ours                                | what                           |
@@ -62,6 +62,7 @@ import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -70,8 +71,10 @@ from llava.model.builder import read_model_config, register_model_type
 from llava.model.language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
 from llava.model.weights import read_state_dict, read_tensor_file
 
-from .config import parse_release_projector_type
-from .projector import HIComProjector
+from ..config import parse_release_projector_type
+
+if TYPE_CHECKING:  # imported where used: the projector's register() imports this module
+    from ..projector import HIComProjector
 
 logger = logging.getLogger(__name__)
 
@@ -357,6 +360,8 @@ def load_release_projector(path: str | Path, projector: HIComProjector, strict: 
         file = file / "mm_projector.bin"
     if not file.is_file():
         raise FileNotFoundError(f"release projector weights {file} do not exist")
+    from ..projector import HIComProjector
+
     if not isinstance(projector, HIComProjector):
         raise TypeError(f"load_release_projector needs a HIComProjector, got {type(projector).__name__}")
     state = read_tensor_file(file)
@@ -501,9 +506,9 @@ class ReleaseLayoutError(ValueError):
 def release_layout_message(path) -> str:
     return (
         f"{path} is a HICom release checkpoint (model_type 'hicom_qwen2'), whose tensor names differ "
-        f"from this code base's (release layout: run python -m hicom_plugin.release --src {path} "
+        f"from this code base's (release layout: run python -m hicom_plugin.tools.release --src {path} "
         f"--out NEW_DIR [--vision-tower SIGLIP_DIR] once, then load NEW_DIR). A stage-1/2 "
-        f"mm_projector.bin loads with hicom_plugin.release.load_release_projector."
+        f"mm_projector.bin loads with hicom_plugin.tools.release.load_release_projector."
     )
 
 
@@ -530,7 +535,7 @@ def register_release_layout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hicom_plugin.release",
+        prog="python -m hicom_plugin.tools.release",
         description="Convert a HICom release stage-3 checkpoint (model_type hicom_qwen2) into a llava_qwen folder.",
     )
     parser.add_argument("--src", required=True, help="release folder (config.json + weights + tokenizer)")

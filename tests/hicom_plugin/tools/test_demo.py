@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from hicom_plugin import demo
 from hicom_plugin.config import HIComConfig, resolve_hicom_config
-from hicom_plugin.demo import PROFILES, ROW_NAMES, ROWS, aggregate, stage_argv
-from llava.tiny_lit import LIT_DIRNAME
+from hicom_plugin.tools import demo
+from hicom_plugin.tools.demo import PROFILES, ROW_NAMES, ROWS, aggregate, stage_argv
+from llava.toy.tiny_lit import LIT_DIRNAME
 
 EXPECTED_ROWS = ("avgpool_433", "uncond_local", "cond_local", "cond_global", "cond_local_global", "onevision_2x2")
 QUICK_LIMIT_S = 120  # the issue: "quick mode runs in the test suite in <= 2 minutes"
@@ -189,8 +189,8 @@ class _Recorder(list):
 
 def test_training_reports_progress_through_the_callback(tmp_path, tiny_dir):
     """``train(callbacks=...)`` hands the callback to the trainer: one report per optimizer step."""
-    from llava.synthetic import make_dataset
-    from llava.tiny_lit import LitSettings, make_lit_siglip
+    from llava.toy.synthetic import make_dataset
+    from llava.toy.tiny_lit import LitSettings, make_lit_siglip
     from llava.train.train import train
 
     quick = PROFILES["quick"]
@@ -263,7 +263,7 @@ def test_quick_demo_end_to_end_and_cached(tmp_path, tiny_llava_dir):
 
 
 def test_dataset_is_rebuilt_when_the_generator_changes(tmp_path, monkeypatch):
-    import llava.synthetic
+    import llava.toy.synthetic
 
     quick, folder = PROFILES["quick"], tmp_path / "data"
     demo.prepare_data(folder, quick)
@@ -271,16 +271,16 @@ def test_dataset_is_rebuilt_when_the_generator_changes(tmp_path, monkeypatch):
     written = stamp.stat().st_mtime_ns
     demo.prepare_data(folder, quick)
     assert stamp.stat().st_mtime_ns == written  # same generator, same arguments: reused
-    monkeypatch.setattr(llava.synthetic, "GENERATOR_VERSION", llava.synthetic.GENERATOR_VERSION + 1)
+    monkeypatch.setattr(llava.toy.synthetic, "GENERATOR_VERSION", llava.toy.synthetic.GENERATOR_VERSION + 1)
     demo.prepare_data(folder, quick)
-    assert json.loads(stamp.read_text())["generator_version"] == llava.synthetic.GENERATOR_VERSION
+    assert json.loads(stamp.read_text())["generator_version"] == llava.toy.synthetic.GENERATOR_VERSION
     assert (folder / "stage3.json").is_file()
 
 
 _ORPHAN_SCRIPT = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from hicom_plugin import demo
+from hicom_plugin.tools import demo
 
 def report_and_wait(path):
     with open(path, "w") as f:

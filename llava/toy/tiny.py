@@ -2,7 +2,7 @@
 
 Tests and the CPU demo load these with the same code that loads SigLIP-so400m and Qwen2.5-7B::
 
-    python -m llava.tiny --out playground/tiny [--seed 0] [--force] [--parts siglip qwen2 llava_qwen]
+    python -m llava.toy.tiny --out playground/tiny [--seed 0] [--force] [--parts siglip qwen2 llava_qwen]
 
 writes, under ``--out``:
 
@@ -418,7 +418,7 @@ def _build_in_place(folder: Path, build) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m llava.tiny", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llava.toy.tiny", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="folder that receives the checkpoint folders")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--force", action="store_true", help="rebuild parts that already exist")

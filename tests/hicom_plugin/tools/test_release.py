@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from hicom_plugin.compressor import HIComCompressor
 from hicom_plugin.config import PRESETS, parse_release_projector_type
 from hicom_plugin.projector import HIComProjector
-from hicom_plugin.release import (
+from hicom_plugin.tools.release import (
     BRANCH_ROWS,
     INJECTOR_ROWS,
     OURS_COMPRESSOR,
@@ -396,7 +396,7 @@ def test_load_pretrained_model_on_a_release_folder_says_how_to_convert(tiny_dir,
     folder = tmp_path / "release"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(_release_config(tiny_dir, *GUIDED)))
-    with pytest.raises(ReleaseLayoutError, match=r"python -m hicom_plugin\.release --src \S+release --out"):
+    with pytest.raises(ReleaseLayoutError, match=r"python -m hicom_plugin\.tools\.release --src \S+release --out"):
         load_pretrained_model(str(folder), None, "x", device_map="cpu")
 
 
@@ -417,4 +417,4 @@ def test_release_folder_gets_an_actionable_error_in_a_fresh_process(tmp_path):
         "    print(err)\n"
     )
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert "python -m hicom_plugin.release" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "python -m hicom_plugin.tools.release" in out.stdout, out.stdout + out.stderr[-2000:]

@@ -1,20 +1,20 @@
 """The embedded default: the paper's Table 4 ablation at toy scale, end to end on a CPU.
 
-    python -m hicom_plugin.demo --out playground/demo               # one seed (make demo)
-    python -m hicom_plugin.demo --out playground/demo --seeds 0 1 2 # mean +- std over 3 seeds
+    python -m hicom_plugin.tools.demo --out playground/demo               # one seed (make demo)
+    python -m hicom_plugin.tools.demo --out playground/demo --seeds 0 1 2 # mean +- std over 3 seeds
 
-1. tiny offline checkpoints (``llava.tiny``: SigLIP with vision and text towers, Qwen2 with a byte-level
-   BPE tokenizer) under ``--tiny``, and the SigLIP whose text tower is LiT-tuned on the synthetic
-   tiles (``llava.tiny_lit``), the vision tower of every run;
-2. the synthetic instruction-dependent video QA set (``llava.synthetic``) under ``OUT/data``: training
-   annotations for the three stages and a held-out MVBench-layout multiple-choice set;
+1. tiny offline checkpoints (``llava.toy.tiny``: SigLIP with vision and text towers, Qwen2 with a
+   byte-level BPE tokenizer) under ``--tiny``, and the SigLIP whose text tower is LiT-tuned on the
+   synthetic tiles (``llava.toy.tiny_lit``), the vision tower of every run;
+2. the synthetic instruction-dependent video QA set (``llava.toy.synthetic``) under ``OUT/data``:
+   training annotations for the three stages and a held-out MVBench-layout multiple-choice set;
 3. for every row of :data:`ROWS` (over :data:`PRESET`) and every seed, the three HICom stages with
    the real trainer, with the flags of ``scripts/train/tiny/stage*.sh`` (asked from the scripts with
    ``LAUNCHER=print``, then trained in-process, one process per core), the same budget for every row;
 4. evaluation with ``llava.eval.model_video_mcqa`` + ``llava.eval.eval_video_mcqa`` (MVBench);
 5. ``OUT/results.json`` (rows ``{"name", "tokens", "acc_mean", "acc_std", "seeds"}``),
    ``OUT/results.md``, ``OUT/runs.json`` (every run: losses, subsets, seconds), and the figures
-   ``OUT/ablation.png`` and ``OUT/attention.png`` (:mod:`hicom_plugin.figures`).
+   ``OUT/ablation.png`` and ``OUT/attention.png`` (:mod:`hicom_plugin.tools.figures`).
 
 Runs are cached: a run whose ``done.json`` matches its settings is not trained again, so a second
 call only re-reads results (``--fresh`` retrains). Each run's output goes to ``OUT/runs/ROW/seedN/run.log``.
@@ -40,11 +40,11 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava.tiny_lit import LIT_DIRNAME
+from llava.toy.tiny_lit import LIT_DIRNAME
 
-logger = logging.getLogger("hicom_plugin.demo")
+logger = logging.getLogger("hicom_plugin.tools.demo")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STAGE_SCRIPTS = ("stage1_align.sh", "stage2_conditional_pretrain.sh", "stage3_instruction_tuning.sh")
 GLOBAL_QUERIES = 2  # global tokens at toy scale: 18 local + 2 global, as the paper's 648 + 32 is "about" 648
 # The compressor as the authors' code computes it: the local keys are SigLIP's dense embeddings and the
@@ -110,7 +110,7 @@ class Budget:
     projector_lr: float = 1e-3
     max_steps: int = 0  # 0: the epochs decide
     data_seed: int = 0
-    lit_steps: int = 800  # the tiny SigLIP's text tower, tuned on the tiles (llava.tiny_lit)
+    lit_steps: int = 800  # the tiny SigLIP's text tower, tuned on the tiles (llava.toy.tiny_lit)
 
     def dataset_args(self) -> dict:
         return dict(seed=self.data_seed, videos=self.train_videos, images=self.images, frames=self.video_frames,
@@ -134,14 +134,14 @@ def _fingerprint(value) -> str:
 
 def dataset_stamp(budget: Budget) -> dict:
     """What the synthetic set is a function of: the generator's version and its arguments."""
-    from llava.synthetic import GENERATOR_VERSION
+    from llava.toy.synthetic import GENERATOR_VERSION
 
     return {"generator_version": GENERATOR_VERSION, **budget.dataset_args()}
 
 
 def prepare_data(folder: Path, budget: Budget) -> dict[str, Path]:
     """The synthetic set, written again only when the generator or its arguments changed."""
-    from llava.synthetic import make_dataset
+    from llava.toy.synthetic import make_dataset
 
     stamp, wanted = folder / "dataset.json", dataset_stamp(budget)
     names = {"stage1": "stage1.json", "stage2": "stage2.json", "stage3": "stage3.json",
@@ -350,7 +350,7 @@ def evaluate(model_dir: Path, data: Path, out: Path, num_frames: int) -> dict:
     asked object sits in its group."""
     from llava.eval import eval_video_mcqa, model_video_mcqa
     from llava.eval.questions import LETTERS
-    from llava.synthetic import EVAL_TASK_FILE
+    from llava.toy.synthetic import EVAL_TASK_FILE
 
     out.mkdir(parents=True, exist_ok=True)
     questions = ["--benchmark", "mvbench", "--question-file", str(data / "eval" / "json")]
@@ -416,8 +416,8 @@ def run_ablation(out: Path, tiny: Path, budget: Budget, seeds: list[int], rows: 
                  fresh: bool = False, figures: bool = True) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from llava.tiny import make_all
-    from llava.tiny_lit import RECORD_NAME, LitSettings, make_lit_siglip
+    from llava.toy.tiny import make_all
+    from llava.toy.tiny_lit import RECORD_NAME, LitSettings, make_lit_siglip
 
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -483,7 +483,7 @@ def run_ablation(out: Path, tiny: Path, budget: Budget, seeds: list[int], rows: 
         raise SystemExit(1)
 
     print("[4/4] results", flush=True)
-    from llava.synthetic import COLORS
+    from llava.toy.synthetic import COLORS
 
     rows_out = aggregate(records)
     (out / "results.json").write_text(json.dumps(rows_out, indent=1) + "\n")
@@ -495,7 +495,7 @@ def run_ablation(out: Path, tiny: Path, budget: Budget, seeds: list[int], rows: 
         f"(chance {100 / len(COLORS):.0f}%); wall time {elapsed:.0f} s\n")
     print(table)
     if figures:
-        from hicom_plugin.figures import ablation_chart, attention_figure
+        from hicom_plugin.tools.figures import ablation_chart, attention_figure
 
         ablation_chart(rows_out, {row.name: row.label for row in ROWS}, out / "ablation.png", chance=100 / len(COLORS))
         first = min(seeds)

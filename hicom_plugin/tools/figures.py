@@ -1,4 +1,4 @@
-"""Figures of the embedded default (:mod:`hicom_plugin.demo`), drawn with PIL only.
+"""Figures of the embedded default (:mod:`hicom_plugin.tools.demo`), drawn with PIL only.
 
 * :func:`attention_figure`: the paper's Fig. 6 at toy scale: for a few held-out videos, the sampled
   frames and, under each, the attention of the local branch (each patch's weight inside its
@@ -85,8 +85,8 @@ def attention_figure(models: dict[str, Path], questions_dir: Path, videos_dir: P
     another object of the same group."""
     from llava.mm_utils import get_model_name_from_path, process_video_frames
     from llava.model.builder import load_pretrained_model
-    from llava.synthetic import EVAL_TASK_FILE, EVAL_VIDEO_DIR, color_question
-    from llava.utils import load_video_frames
+    from llava.toy.synthetic import EVAL_TASK_FILE, EVAL_VIDEO_DIR, color_question
+    from llava.video import load_video_frames
 
     items = json.loads((Path(questions_dir) / EVAL_TASK_FILE).read_text())[:examples]
     loaded = {}

@@ -41,7 +41,7 @@ Files (the project's real formats; media paths relative to ``out``):
 Everything is a function of ``seed``: the same seed gives the same bytes of annotations. Eval scenes
 are drawn from a separate random stream of the same seed.
 
-    python -m llava.synthetic --out playground/data/synthetic --videos 24 --images 16 --eval-videos 16
+    python -m llava.toy.synthetic --out playground/data/synthetic --videos 24 --images 16 --eval-videos 16
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import numpy as np
 
 from llava.eval.benchmarks import BENCHMARKS
 from llava.eval.questions import LETTERS, VideoQuestion
-from llava.utils import write_video
+from llava.video import write_video
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +200,9 @@ def color_question(rim: str) -> str:
 
 
 def multiple_choice_prompt(question: str, options: tuple[str, ...]) -> str:
-    """MVBench's prompt, built by ``llava.eval`` itself (``--prompt-style hicom``), so training and
-    evaluation see the same text."""
-    return BENCHMARKS["mvbench"].prompts["hicom"](VideoQuestion("", question, (), tuple(options)), None)
+    """MVBench's prompt, built by ``llava.eval`` itself (``--prompt-style release``, the default), so
+    training and evaluation see the same text."""
+    return BENCHMARKS["mvbench"].prompt(VideoQuestion("", question, (), tuple(options)), "release")
 
 
 def multiple_choice_answer(answer: str, options: tuple[str, ...]) -> str:

@@ -22,10 +22,10 @@ from transformers import (
     SiglipTokenizer,
 )
 
-from llava import tiny
 from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
+from llava.toy import tiny
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _seeded(build, seed: int = 0):
@@ -218,7 +218,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
 
 def test_cli_twice_is_idempotent(tmp_path, tiny_parts):
     out = tmp_path / "tiny"
-    command = [sys.executable, "-m", "llava.tiny", "--out", str(out)]
+    command = [sys.executable, "-m", "llava.toy.tiny", "--out", str(out)]
     if tiny_parts != tiny.PARTS:  # only the LLaVA part may be left out, while it cannot be built
         command += ["--parts", *tiny_parts]
     first = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llava import synthetic
 from llava.eval.benchmarks import BENCHMARKS, load_questions
 from llava.eval.questions import LETTERS, VideoQuestion
-from llava.synthetic import (
+from llava.toy import synthetic
+from llava.toy.synthetic import (
     BACKGROUND,
     BLOCK,
     COLORS,
@@ -30,7 +30,7 @@ from llava.synthetic import (
     sample_colors,
     sample_scene,
 )
-from llava.utils import load_video_frames
+from llava.video import load_video_frames
 
 SIZE, PATCH, FRAMES = 56, 8, 16
 CELLS = SIZE // PATCH
@@ -371,7 +371,7 @@ def _descriptions(stage2: list[dict]) -> dict[tuple[str, str], str]:
 def test_stage3_multiple_choice_matches_the_mvbench_prompt(datasets):
     _, files = datasets["a"]
     stage3 = json.loads(files["stage3"].read_text())
-    prompt_fn = BENCHMARKS["mvbench"].prompts["hicom"]
+    prompt_fn = BENCHMARKS["mvbench"].prompts["release"]
     options = tuple(COLORS)
     mcqa = [r for r in stage3 if "\nOptions:\n" in r["conversations"][0]["value"]]
     assert len(mcqa) == SMALL["videos"] * N_OBJECTS

@@ -1,10 +1,10 @@
 """A tiny SigLIP whose text tower knows the synthetic tiles: Locked-image Tuning on rendered frames.
 
-HICom conditions its compressor on SigLIP's text embedding of the instruction, and relies on SigLIP
-having been pre-trained: "the centre of the red tile" must land somewhere else than "the centre of
-the blue tile". The random tiny SigLIP of :mod:`llava.tiny` cannot do that: its pooled text output
-(the last of the padded positions) is almost the same for every short text (pairwise cosine >= 0.99),
-so an instruction-conditioned compressor has nothing to condition on.
+An instruction-conditioned compressor reads SigLIP's text embedding of the instruction, and relies on
+SigLIP having been pre-trained: "the centre of the red tile" must land somewhere else than "the centre
+of the blue tile". The random tiny SigLIP of :mod:`llava.toy.tiny` cannot do that: its pooled text
+output (the last of the padded positions) is almost the same for every short text (pairwise cosine >=
+0.99), so an instruction-conditioned compressor has nothing to condition on.
 
 This module makes the stand-in for a pre-trained SigLIP, offline, in about 20 s on 2 CPU cores:
 
@@ -13,16 +13,16 @@ This module makes the stand-in for a pre-trained SigLIP, offline, in about 20 s 
 * a fresh text tower with ``TEXT_LENGTH`` positions (SigLIP's own pooling, the last position, over 16
   instead of 64 padded positions: with 64, the text tower stayed collapsed for 1,000 steps), the
   vision pooling head and SigLIP's logit scale and bias are trained with SigLIP's sigmoid loss on
-  frames rendered by :mod:`llava.synthetic` (one to three tiles at random cells);
+  frames rendered by :mod:`llava.toy.synthetic` (one to three tiles at random cells);
 * two terms: each frame's pooled embedding against every text (a text is a positive for every frame
   holding a tile it describes), and each tile's patch (dense embedding: the head MLP on the last
-  layer, as the HICom release's dense keys) against every text, plus the background patches as
-  negatives with a small weight.
+  layer, the keys of compressors that attend by image-text similarity) against every text, plus the
+  background patches as negatives with a small weight.
 
 Texts name a tile by its rim ("the red tile", the eval's question "What color is the centre of the
 red tile?", "Describe the red tile."), by its centre ("a tile with a blue centre") or by both.
 
-    python -m llava.tiny_lit --tiny playground/tiny [--steps 800] [--seed 0] [--force]
+    python -m llava.toy.tiny_lit --tiny playground/tiny [--steps 800] [--seed 0] [--force]
 
 writes ``TINY/siglip-tiny-lit/`` (a full HF ``SiglipModel`` folder with tokenizer and image processor)
 and ``lit.json`` in it (settings and the measured separation of the instructions).
@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from transformers import SiglipConfig, SiglipModel
 
 from llava.model.multimodal_encoder.siglip_encoder import dense_patch_embeddings
-from llava.synthetic import COLORS, Scene, SceneObject, color_question, render_frame, sample_colors
-from llava.tiny import SIGLIP_DIRNAME
+from llava.toy.synthetic import COLORS, Scene, SceneObject, color_question, render_frame, sample_colors
+from llava.toy.tiny import SIGLIP_DIRNAME
 
 logger = logging.getLogger(__name__)
 
@@ -189,14 +189,14 @@ def train_lit(source: Path, settings: LitSettings, progress: bool = False) -> tu
 
 def make_lit_siglip(tiny: str | Path, settings: LitSettings = LitSettings(), force: bool = False,
                     progress: bool = False) -> Path:
-    """``TINY/siglip-tiny-lit`` from ``TINY/siglip-tiny`` (which must exist: ``llava.tiny.make_all``).
+    """``TINY/siglip-tiny-lit`` from ``TINY/siglip-tiny`` (which must exist: ``llava.toy.tiny.make_all``).
     Reused when its ``lit.json`` records the same settings and version; built in a hidden sibling
     folder and renamed into place, so a folder that exists is whole."""
     tiny = Path(tiny)
     source, out = tiny / SIGLIP_DIRNAME, tiny / LIT_DIRNAME
     if not (source / "model.safetensors").is_file():
         raise FileNotFoundError(f"{source}: no tiny SigLIP to start from; run "
-                                f"`python -m llava.tiny --out {tiny}` first")
+                                f"`python -m llava.toy.tiny --out {tiny}` first")
     record_path = out / RECORD_NAME
     if not force and record_path.is_file():
         record = json.loads(record_path.read_text())
@@ -220,7 +220,7 @@ def make_lit_siglip(tiny: str | Path, settings: LitSettings = LitSettings(), for
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tiny", default="playground/tiny", help="folder holding siglip-tiny (llava.tiny --out)")
+    parser.add_argument("--tiny", default="playground/tiny", help="folder holding siglip-tiny (llava.toy.tiny --out)")
     parser.add_argument("--steps", type=int, default=LitSettings.steps)
     parser.add_argument("--seed", type=int, default=LitSettings.seed)
     parser.add_argument("--force", action="store_true", help="rebuild even when the folder matches")
