@@ -91,16 +91,21 @@ def register():
 '''
 
 
-@pytest.fixture
-def toy_plugin(tmp_path, monkeypatch):
-    """``toyplug`` on ``sys.path`` with a ``toyplug-0.1.dist-info`` declaring its entry point."""
-    site = tmp_path / "site"
+def install_toy_plugin(site: Path) -> Path:
+    """``site/toyplug`` and a ``toyplug-0.1.dist-info`` declaring its entry point, as pip leaves them."""
     (site / "toyplug").mkdir(parents=True)
     (site / "toyplug" / "__init__.py").write_text(PLUGIN_SOURCE)
     info = site / "toyplug-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toyplug\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[llava.plugins]\ntoy = toyplug:register\n")
+    return site
+
+
+@pytest.fixture
+def toy_plugin(tmp_path, monkeypatch):
+    """``toyplug`` installed on ``sys.path``, the entry points read again."""
+    site = install_toy_plugin(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     monkeypatch.setattr(registry, "_loaded", False)
@@ -228,12 +233,7 @@ def test_the_plugin_trains_under_zero3_on_two_ranks(tiny_dir, tmp_path_factory, 
 
     from tests.helpers.training import REPO, free_port
 
-    site = tmp_path / "site"
-    (site / "toyplug").mkdir(parents=True)
-    (site / "toyplug" / "__init__.py").write_text(PLUGIN_SOURCE)
-    (site / "toyplug-0.1.dist-info").mkdir()
-    (site / "toyplug-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toyplug\nVersion: 0.1\n")
-    (site / "toyplug-0.1.dist-info" / "entry_points.txt").write_text("[llava.plugins]\ntoy = toyplug:register\n")
+    site = install_toy_plugin(tmp_path / "site")
     data = make_synthetic_data(tmp_path_factory.mktemp("toydata_ds"))
     annotations, _ = _tagged_data(data)
     out = tmp_path / "run"
