@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle, conv_templates
-from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, tokenizer_image_token
+from llava.mm_utils import KeywordsStoppingCriteria, frames_to_decode, get_model_name_from_path, tokenizer_image_token
 from llava.registry import load_plugins
 from llava.utils import get_chunk
 from llava.video import VideoDecodeError
@@ -74,6 +75,9 @@ def build_parser(kind: str, max_new_tokens: int, description: str) -> argparse.A
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda:0 ...")
     parser.add_argument("--torch-dtype", default=None, help="float16 / bfloat16 / float32 (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--attn-implementation", default=None)
+    parser.add_argument("--token-reducer", default=None,
+                        help="a registered training-free token reducer applied to the checkpoint (default: none)")
+    parser.add_argument("--token-reducer-config", default=None, help='JSON of the reducer\'s options, e.g. {"ratio": 0.25}')
     parser.add_argument("--allow-missing-videos", action="store_true",
                         help="record questions whose video is missing as failed instead of stopping")
     parser.add_argument("--retry-failed", action="store_true", help="answer again the items recorded as failed")
@@ -90,12 +94,31 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     )
     if image_processor is None:
         raise UsageError(f"{args.model_path} has no vision tower: it cannot answer video questions")
+    if getattr(args, "token_reducer", None) is not None:
+        try:
+            model.get_model().set_token_reducer(args.token_reducer, reducer_options(args))
+        except ValueError as err:
+            raise UsageError(f"--token-reducer: {err}") from None
     return LoadedModel(tokenizer, model, image_processor)
+
+
+def reducer_options(args: argparse.Namespace) -> dict | None:
+    """``--token-reducer-config`` parsed (a JSON object), or ``None``."""
+    text = getattr(args, "token_reducer_config", None)
+    if text is None:
+        return None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--token-reducer-config is not valid JSON ({err.msg}): {text!r}") from None
+    if not isinstance(options, dict):
+        raise UsageError(f"--token-reducer-config must be a JSON object, got {text!r}")
+    return options
 
 
 def run_settings(args: argparse.Namespace) -> dict:
     """The settings that shape the answers; an answers file is only resumed under the same ones."""
-    return {
+    settings = {
         "benchmark": args.benchmark, "model_id": get_model_name_from_path(args.model_path),
         "model_base": args.model_base, "conv_mode": args.conv_mode,
         "prompt_style": resolve_prompt_style(args.prompt_style),
@@ -103,6 +126,9 @@ def run_settings(args: argparse.Namespace) -> dict:
         "temperature": args.temperature, "top_p": args.top_p, "num_beams": args.num_beams,
         "max_new_tokens": args.max_new_tokens, "seed": args.seed, "torch_dtype": args.torch_dtype,
     }
+    if getattr(args, "token_reducer", None) is not None:  # absent otherwise: earlier answers files resume
+        settings.update(token_reducer=args.token_reducer, token_reducer_config=reducer_options(args))
+    return settings
 
 
 def item_seed(seed: int, qid: str) -> int:
@@ -121,7 +147,8 @@ class VideoQA:
     def visual(self, question: VideoQuestion, path: Path) -> tuple[Clip, torch.Tensor]:
         key = (path, question.bound)
         if self._last is None or self._last[0] != key:
-            clip = load_clip(path, self.args.num_frames, question.bound, backend=self.args.video_backend)
+            frames = frames_to_decode(self.loaded.image_processor, self.args.num_frames)
+            clip = load_clip(path, frames, question.bound, backend=self.args.video_backend)
             aspect = getattr(self.loaded.model.config, "image_aspect_ratio", None)
             self._last = (key, clip, clip_pixels(clip, self.loaded.image_processor, aspect))
         return self._last[1], self._last[2]

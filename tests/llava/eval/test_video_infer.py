@@ -242,3 +242,39 @@ def test_scoring_refuses_unanswered_questions_unless_partial(sets, answered, tmp
     assert "1 of 3 questions are unanswered" in capsys.readouterr().err
     report = score(fixture, answers, tmp_path, "--allow-partial")
     assert report["missing"] == 1 and report["scored"] == 3
+
+
+def test_a_token_reducer_is_a_recorded_runtime_choice(sets, answered, tiny_hicom, tmp_path, capsys):
+    """``--token-reducer`` applies a registered reducer to the checkpoint; the answers record it, so a
+    run without it does not resume them; an unknown name stops with the registered names."""
+    from llava.model.token_reduction import TokenReducer, register_token_reducer, unregister_token_reducer
+
+    class FirstTokens(TokenReducer):
+        stage = "tokens"
+
+        def __init__(self, keep: int = 4):
+            super().__init__()
+            self.keep = keep
+
+        def reduce_tokens(self, tokens, batch):
+            return [t[: self.keep] for t in tokens]
+
+        def num_output_tokens(self, num_tokens_in, t, h, w, modality):
+            return min(self.keep, num_tokens_in)
+
+    fixture = sets["mlvu"]
+    capsys.readouterr()
+    assert infer(tiny_hicom, fixture, tmp_path / "x.jsonl", "--token-reducer", "test_missing_reducer") == 2
+    assert "Unknown mm_token_reducer 'test_missing_reducer'; registered token reducers" in capsys.readouterr().err
+    register_token_reducer("test_eval_first_tokens")(FirstTokens)
+    try:
+        answers = tmp_path / "reduced.jsonl"
+        assert infer(tiny_hicom, fixture, answers, "--token-reducer", "test_eval_first_tokens",
+                     "--token-reducer-config", '{"keep": 3}') == 0
+        first = json.loads(answers.read_text().splitlines()[0])
+        assert "test_eval_first_tokens" in json.dumps(first) and '"keep": 3' in json.dumps(first)
+        capsys.readouterr()
+        assert infer(tiny_hicom, fixture, answers) == 2
+        assert "other settings" in capsys.readouterr().err
+    finally:
+        unregister_token_reducer("test_eval_first_tokens")
