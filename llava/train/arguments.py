@@ -163,6 +163,9 @@ class TrainingArguments(transformers.TrainingArguments):
             if self.warmup_steps:
                 raise ValueError("pass either --warmup_ratio or --warmup_steps, not both")
             self.warmup_steps = self.warmup_ratio
+        # upstream's --gradient_checkpointing, under the name newer transformers read (no deprecation warning)
+        if getattr(self, "activation_checkpointing", False) is None and self.gradient_checkpointing is not None:
+            self.activation_checkpointing, self.gradient_checkpointing = self.gradient_checkpointing, None
         super().__post_init__()
 
 

@@ -56,3 +56,11 @@ def test_bad_flags_are_named(tmp_path):
         parse_args(["--output_dir", str(tmp_path), "--mm_tunable_parts", "mm_everything"])
     with pytest.raises(ValueError, match="warmup_ratio"):
         parse_args(["--output_dir", str(tmp_path), "--warmup_ratio", "1.5"])
+
+
+@pytest.mark.parametrize("flag, expected", [([], True), (["--gradient_checkpointing", "False"], False)])
+def test_upstream_gradient_checkpointing_flag_raises_no_warning(flag, expected, recwarn):
+    _, _, train = parse_args(["--output_dir", "out", *flag])
+    assert train.gradient_checkpointing is expected
+    assert getattr(train, "activation_checkpointing", expected) is expected
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)], [str(w.message) for w in recwarn]
