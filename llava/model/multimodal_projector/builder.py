@@ -92,7 +92,7 @@ def _build_mlp_gelu(config, **kwargs) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-@register_projector("identity")
+@register_projector("identity", examples=({"mm_projector_type": "identity", "hidden_size": 32},))
 def _build_identity(config, **kwargs) -> nn.Module:
     if config.mm_hidden_size != config.hidden_size:
         raise ValueError(
