@@ -81,7 +81,8 @@ class Registry:
 
         ``examples``: config settings (``{key: value}``) that build a working instance, used by the
         contract test that every registered component passes (default: ``{flag: name}``, none for a
-        pattern entry).
+        pattern entry). The key ``hidden_size`` names the LLM width the component needs (the test
+        builds its tiny LLM at that width, e.g. for ``identity``); every other key is a config setting.
         """
 
         def decorator(value):

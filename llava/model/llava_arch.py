@@ -349,7 +349,8 @@ class LlavaMetaForCausalLM(ABC):
                 "this projector is conditioned on instructions, but none were passed and no tokenizer is set "
                 "to recover them from input_ids; pass instructions=[...] or call model.set_instruction_tokenizer()"
             )
-        return recover_instructions(input_ids, attention_mask, tokenizer, self.get_model().mm_projector.clean_instruction)
+        clean = getattr(self.get_model().mm_projector, "clean_instruction", str.strip)  # token-wise: as written
+        return recover_instructions(input_ids, attention_mask, tokenizer, clean)
 
     # ------------------------------------------------------------------ splicing
 

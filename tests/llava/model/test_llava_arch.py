@@ -116,3 +116,14 @@ def test_legacy_rope_keys_for_scaled_rope(tmp_path):
     assert saved["rope_theta"] == 1e6
     assert saved["rope_scaling"]["type"] == "linear" and saved["rope_scaling"]["factor"] == 2.0
     assert LlavaQwenConfig.from_pretrained(tmp_path).rope_parameters == config.rope_parameters
+
+
+def test_a_tokenwise_model_recovers_instructions_as_written(model):
+    from transformers import AutoTokenizer
+
+    from llava.mm_utils import tokenizer_image_token
+
+    tokenizer = AutoTokenizer.from_pretrained(model.config._name_or_path)
+    model.set_instruction_tokenizer(tokenizer)
+    ids = tokenizer_image_token("<image>\n  What moves?  <|im_end|>", tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+    assert model.recover_instructions(ids[None], None) == ["What moves?"]
