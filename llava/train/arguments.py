@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, fields
 
+import torch
 import transformers
 
 from llava.plugin import param_groups, part_aliases, plugins
@@ -163,6 +164,8 @@ class TrainingArguments(transformers.TrainingArguments):
             if self.warmup_steps:
                 raise ValueError("pass either --warmup_ratio or --warmup_steps, not both")
             self.warmup_steps = self.warmup_ratio
+        if not torch.cuda.is_available():  # pinned memory needs an accelerator; torch warns on every loader
+            self.dataloader_pin_memory = False
         # upstream's --gradient_checkpointing, under the name newer transformers read (no deprecation warning)
         if getattr(self, "activation_checkpointing", False) is None and self.gradient_checkpointing is not None:
             self.activation_checkpointing, self.gradient_checkpointing = self.gradient_checkpointing, None
