@@ -200,6 +200,17 @@ def test_projector_forward_and_backward(built, name, example):
     model.zero_grad(set_to_none=True)
 
 
+def _counted_and_spliced(model, ids, frames: int, modality: str, side: int):
+    """``(num_visual_tokens, encoded tokens, spliced embeddings)`` for one item of ``frames`` frames."""
+    pixels = _pixels(frames, side, seed=frames)
+    expected = model.num_visual_tokens(frames, modality)
+    with torch.no_grad():
+        tokens = model.encode_visual_items([pixels], [modality], [VIDEO_Q])[0]
+        embeds = model.prepare_inputs_labels_for_multimodal(
+            ids, None, None, None, None, [pixels], [modality], instructions=[VIDEO_Q])[4]
+    return expected, tokens, embeds
+
+
 @pytest.mark.parametrize("name, example", PROJECTOR_CASES)
 def test_num_visual_tokens_is_what_is_spliced(built, name, example):
     """(b) ``num_visual_tokens`` == rows of ``encode_visual_items`` == spliced length minus the text."""
@@ -207,12 +218,7 @@ def test_num_visual_tokens_is_what_is_spliced(built, name, example):
     side, hidden = _side(model), model.config.hidden_size
     ids = _prompt(tokenizer, VIDEO_Q)[None]
     for frames, modality in ((1, "video"), (FRAMES, "video"), (1, "image")):
-        pixels = _pixels(frames, side, seed=frames)
-        expected = model.num_visual_tokens(frames, modality)
-        with torch.no_grad():
-            tokens = model.encode_visual_items([pixels], [modality], [VIDEO_Q])[0]
-            embeds = model.prepare_inputs_labels_for_multimodal(
-                ids, None, None, None, None, [pixels], [modality], instructions=[VIDEO_Q])[4]
+        expected, tokens, embeds = _counted_and_spliced(model, ids, frames, modality, side)
         assert expected > 0, (frames, modality)
         assert tokens.shape == (expected, hidden), f"T={frames} {modality}"
         assert embeds.shape == (1, ids.shape[1] - 1 + expected, hidden), f"T={frames} {modality}"
@@ -364,12 +370,7 @@ def test_token_reducer_contract(built, name, example):
         assert model.config.mm_token_reducer == reducer_name
         ids = _prompt(tokenizer, VIDEO_Q)[None]
         for frames, modality in plain:
-            pixels = _pixels(frames, side, seed=frames)
-            expected = model.num_visual_tokens(frames, modality)
-            with torch.no_grad():
-                tokens = model.encode_visual_items([pixels], [modality], [VIDEO_Q])[0]
-                embeds = model.prepare_inputs_labels_for_multimodal(
-                    ids, None, None, None, None, [pixels], [modality], instructions=[VIDEO_Q])[4]
+            expected, tokens, embeds = _counted_and_spliced(model, ids, frames, modality, side)
             assert 0 < expected <= plain[frames, modality], (frames, modality)
             assert tokens.shape[0] == expected, (frames, modality)
             assert embeds.shape[1] == ids.shape[1] - 1 + expected, (frames, modality)

@@ -247,20 +247,8 @@ def test_scoring_refuses_unanswered_questions_unless_partial(sets, answered, tmp
 def test_a_token_reducer_is_a_recorded_runtime_choice(sets, answered, tiny_hicom, tmp_path, capsys):
     """``--token-reducer`` applies a registered reducer to the checkpoint; the answers record it, so a
     run without it does not resume them; an unknown name stops with the registered names."""
-    from llava.model.token_reduction import TokenReducer, register_token_reducer, unregister_token_reducer
-
-    class FirstTokens(TokenReducer):
-        stage = "tokens"
-
-        def __init__(self, keep: int = 4):
-            super().__init__()
-            self.keep = keep
-
-        def reduce_tokens(self, tokens, batch):
-            return [t[: self.keep] for t in tokens]
-
-        def num_output_tokens(self, num_tokens_in, t, h, w, modality):
-            return min(self.keep, num_tokens_in)
+    from llava.model.token_reduction import register_token_reducer, unregister_token_reducer
+    from tests.helpers.reducers import FirstTokens
 
     fixture = sets["mlvu"]
     capsys.readouterr()

@@ -9,6 +9,7 @@ import torch
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.model.builder import load_pretrained_model
 from llava.model.token_reduction import TokenReducer, register_token_reducer, unregister_token_reducer
+from tests.helpers.reducers import FirstTokens
 
 FRAMES, PER_FRAME = 4, 9  # tiny 7x7 grid, 2x2 average pooling -> 3x3
 
@@ -27,20 +28,6 @@ class EveryOtherFrame(TokenReducer):
 
     def num_output_tokens(self, num_tokens_in, t, h, w, modality):
         return num_tokens_in // t * ((t + 1) // 2)
-
-
-class FirstTokens(TokenReducer):
-    stage = "tokens"
-
-    def __init__(self, keep: int = 5):
-        super().__init__()
-        self.keep = keep
-
-    def reduce_tokens(self, tokens, batch):
-        return [t[: self.keep] for t in tokens]
-
-    def num_output_tokens(self, num_tokens_in, t, h, w, modality):
-        return min(self.keep, num_tokens_in)
 
 
 class RecordingPruner(TokenReducer):
