@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -76,14 +77,16 @@ def _numel(param) -> int:
 
 
 def plugin_argument_values(model_args, data_args, training_args) -> dict[str, dict]:
-    """``{plugin: {flag: value}}`` of every plugin-contributed argument that was set (not ``None``)."""
+    """``{plugin: {flag: value}}`` of every plugin-contributed argument given a value other than its default."""
     values = {}
     for plugin in plugins():
         given = {}
-        for name in plugin.argument_fields():
-            value = next((getattr(a, name) for a in (model_args, data_args, training_args) if hasattr(a, name)), None)
-            if value is not None:
-                given[name] = value
+        for cls in (plugin.model_args, plugin.data_args, plugin.training_args):
+            for f in fields(cls) if cls else ():
+                value = next((getattr(a, f.name) for a in (model_args, data_args, training_args)
+                              if hasattr(a, f.name)), None)
+                if value is not None and value != f.default:
+                    given[f.name] = value
         if given:
             values[plugin.name] = given
     return values
@@ -112,8 +115,6 @@ def _write_model_config(config, model_args: ModelArguments, data_args: DataArgum
     for plugin in plugins():
         if plugin.config_from_args is not None:
             values.update(plugin.config_from_args(model_args, data_args, training_args))
-    weights = {loss.name: float(getattr(training_args, loss.weight_flag)) for loss in aux_losses().values()}
-    values["aux_loss_weights"] = weights or None
     values["plugin_flags"] = {name: " ".join(f"--{k} {json.dumps(v) if not isinstance(v, str) else v}"
                                              for k, v in given.items())
                               for name, given in plugin_argument_values(model_args, data_args, training_args).items()
@@ -154,6 +155,8 @@ def build_training_model(model_args, data_args, training_args, attn_implementati
         apply_legacy_flags(model, model_args, training_args)
     for key in ("mm_tunable_parts",):
         setattr(model.config, key, getattr(model_args, key))
+    if model_args.vision_tower:
+        _write_aux_loss_weights(model, training_args)
     for key in ("mm_projector_lr", "mm_vision_tower_lr"):
         setattr(model.config, key, getattr(training_args, key))
     trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
@@ -162,6 +165,21 @@ def build_training_model(model_args, data_args, training_args, attn_implementati
     if training_args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     return model, tokenizer
+
+
+def _write_aux_loss_weights(model, training_args) -> None:
+    """``config.aux_loss_weights``: the weight flag of each loss the projector returns (its ``aux_losses``),
+    each declared by a plugin as an ``AuxLoss``."""
+    projector = model.get_model().mm_projector
+    declared = aux_losses()
+    wanted = list(getattr(projector, "aux_losses", ()))
+    unknown = [name for name in wanted if name not in declared]
+    if unknown:
+        raise ValueError(f"{type(projector).__name__} returns auxiliary losses {unknown} that no plugin declares "
+                         f"(declared: {sorted(declared)})")
+    if wanted:
+        model.config.aux_loss_weights = {name: float(getattr(training_args, declared[name].weight_flag))
+                                         for name in wanted}
 
 
 def _deepspeed_on_cpu(argv: list[str]) -> list[str]:

@@ -33,7 +33,7 @@ SEEN_TAGS = []
 
 @dataclass
 class ToyModelArguments:
-    toy_scale: float = 1.0
+    toy_scale: float | None = None  # None: not given, so other projectors' configs get no toy key
 
 
 @dataclass
@@ -50,10 +50,11 @@ def parse_tags(value):
 
 class ToyProjector(StructuredProjector):
     sample_fields = ("tags",)
+    aux_losses = ("toy_aux",)
 
     def __init__(self, config, **kwargs):
         super().__init__()
-        self.scale = float(config.toy_scale)
+        self.scale = float(getattr(config, "toy_scale", 1.0))
         self.proj = nn.Linear(config.mm_hidden_size, config.hidden_size)
         self.gate = nn.Linear(config.hidden_size, config.hidden_size)
 
@@ -81,7 +82,7 @@ PLUGIN = Plugin(
     param_groups=(ParamGroup("toy_gate", lr_flag="toy_gate_lr"),),
     aux_losses=(AuxLoss("toy_aux", weight_flag="toy_aux_weight"),),
     sample_fields=(SampleField("tags", parse=parse_tags, default=list),),
-    config_from_args=lambda m, d, t: {"toy_scale": m.toy_scale},
+    config_from_args=lambda m, d, t: {"toy_scale": m.toy_scale},  # the core writes no None value
 )
 
 
@@ -195,6 +196,24 @@ def test_a_throwaway_plugin_trains_three_steps(toy_plugin, tiny_dir, tmp_path_fa
 
     record = json.loads((out / "training_record.json").read_text())
     assert record["plugin_args"]["toy"] == {"toy_scale": 2.0, "toy_gate_lr": 0.05, "toy_aux_weight": 0.5}
+
+
+def test_an_installed_plugin_leaves_other_models_alone(toy_plugin, tiny_dir, tmp_path_factory, tmp_path):
+    """With the toy plugin installed, a run of a built-in projector writes none of its keys."""
+    from llava.train.train import train
+
+    data = make_synthetic_data(tmp_path_factory.mktemp("toydata_plain"))
+    out = tmp_path / "plain"
+    train(argv=[
+        "--model_name_or_path", str(tiny_dir / "qwen2-tiny"), "--vision_tower", str(tiny_dir / "siglip-tiny"),
+        "--version", "qwen_1_5", "--mm_projector_type", "mlp2x_gelu", "--mm_tunable_parts", "mm_mlp_adapter",
+        "--data_path", str(data / "stage3.json"), "--image_folder", str(data), "--video_folder", str(data),
+        "--num_frames", "2", "--output_dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "1",
+        "--save_strategy", "no", "--report_to", "none", "--gradient_checkpointing", "False",
+    ])
+    config = json.loads((out / "config.json").read_text())
+    assert not {"toy_scale", "plugin_flags", "aux_loss_weights"} & set(config)
+    assert json.loads((out / "training_record.json").read_text())["plugin_args"] == {}
 
 
 def test_a_plugin_argument_clashing_with_the_core_is_refused(toy_plugin):

@@ -50,6 +50,10 @@ class StructuredProjector(nn.Module):
     #: ``VisualBatch.fields``; the training data reads these from the annotation records.
     sample_fields: tuple[str, ...] = ()
 
+    #: Names of the auxiliary losses :meth:`forward` returns (each a plugin's
+    #: :class:`llava.plugin.AuxLoss`); training writes their weights into ``config.aux_loss_weights``.
+    aux_losses: tuple[str, ...] = ()
+
     def forward(self, batch: VisualBatch) -> list[torch.Tensor] | ProjectorOutput:
         """Returns one ``(L_i, D_llm)`` tensor per item, in item order, or a :class:`ProjectorOutput`
         that adds named auxiliary losses (each declared by a plugin as an ``AuxLoss``)."""
