@@ -150,5 +150,16 @@ def sample_fields() -> dict[str, SampleField]:
     return found
 
 
-__all__ = ["AuxLoss", "ParamGroup", "Plugin", "SampleField", "aux_losses", "list_plugins", "param_groups",
+def declared_for(module, attribute: str, declared: Mapping[str, Any], what: str) -> list:
+    """The declarations named by ``module.<attribute>`` (e.g. a projector's ``sample_fields``), in order;
+    a name no plugin declares is an error naming the module and the declared names."""
+    wanted = list(getattr(module, attribute, ()))
+    unknown = [name for name in wanted if name not in declared]
+    if unknown:
+        raise ValueError(f"{type(module).__name__}.{attribute} names {what} {unknown} that no plugin declares "
+                         f"(declared: {sorted(declared)})")
+    return [declared[name] for name in wanted]
+
+
+__all__ = ["AuxLoss", "ParamGroup", "Plugin", "SampleField", "aux_losses", "declared_for", "list_plugins", "param_groups",
            "part_aliases", "plugins", "register_plugin", "sample_fields"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -309,10 +310,8 @@ class LlavaMetaForCausalLM(ABC):
             fields: plugin per-sample fields, ``{name: [value per item]}``.
         """
         model = self.get_model()
-        batch = self.get_vision_tower().encode_batch(items, modalities)
-        batch.instructions = instructions
-        batch.fields = dict(fields or {})
-        batch.__post_init__()
+        batch = replace(self.get_vision_tower().encode_batch(items, modalities), instructions=instructions,
+                        fields=dict(fields or {}))  # checked again with what the caller added
         reducer = model.get_token_reducer()
         if reducer is not None and reducer.stage == "features":
             batch = reducer.reduce_features(batch)

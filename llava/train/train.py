@@ -26,7 +26,7 @@ from llava.model.builder import (
     read_model_config,
     resolve_attn_implementation,
 )
-from llava.plugin import aux_losses, plugins, sample_fields
+from llava.plugin import aux_losses, declared_for, plugins, sample_fields
 from llava.registry import load_plugins
 from llava.utils import rank0_print
 
@@ -170,16 +170,9 @@ def build_training_model(model_args, data_args, training_args, attn_implementati
 def _write_aux_loss_weights(model, training_args) -> None:
     """``config.aux_loss_weights``: the weight flag of each loss the projector returns (its ``aux_losses``),
     each declared by a plugin as an ``AuxLoss``."""
-    projector = model.get_model().mm_projector
-    declared = aux_losses()
-    wanted = list(getattr(projector, "aux_losses", ()))
-    unknown = [name for name in wanted if name not in declared]
-    if unknown:
-        raise ValueError(f"{type(projector).__name__} returns auxiliary losses {unknown} that no plugin declares "
-                         f"(declared: {sorted(declared)})")
-    if wanted:
-        model.config.aux_loss_weights = {name: float(getattr(training_args, declared[name].weight_flag))
-                                         for name in wanted}
+    losses = declared_for(model.get_model().mm_projector, "aux_losses", aux_losses(), "auxiliary losses")
+    if losses:
+        model.config.aux_loss_weights = {loss.name: float(getattr(training_args, loss.weight_flag)) for loss in losses}
 
 
 def _deepspeed_on_cpu(argv: list[str]) -> list[str]:
@@ -209,14 +202,8 @@ def build_data_module(model, tokenizer, model_args, data_args, training_args) ->
     data_args.needs_instructions = bool(model_args.vision_tower) and model._needs_instructions()
     data_args.version = model_args.version
     data_args.seed = training_args.seed
-    declared = sample_fields()
-    wanted = list(getattr(projector, "sample_fields", ()))
-    unknown = [name for name in wanted if name not in declared]
-    if unknown:
-        raise ValueError(f"{type(projector).__name__} reads sample fields {unknown} that no plugin declares "
-                         f"(declared: {sorted(declared)})")
-    return make_supervised_data_module(tokenizer, data_args, getattr(projector, "clean_instruction", None),
-                                       [declared[name] for name in wanted])
+    fields = declared_for(projector, "sample_fields", sample_fields(), "sample fields")
+    return make_supervised_data_module(tokenizer, data_args, getattr(projector, "clean_instruction", None), fields)
 
 
 def train(attn_implementation: str | None = None, argv: list[str] | None = None,

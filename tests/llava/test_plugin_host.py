@@ -275,3 +275,14 @@ def test_the_plugin_trains_under_zero3_on_two_ranks(tiny_dir, tmp_path_factory, 
     assert len(logged) == 3 and all(value >= 0 for value in logged) and any(value > 0 for value in logged)
     groups = {g["name"]: g["lr"] for g in json.loads((out / "optimizer_groups.json").read_text())}
     assert groups["toy_gate/decay"] == pytest.approx(0.05)
+
+
+def test_a_projector_naming_an_undeclared_field_or_loss_is_refused(toy_plugin):
+    from llava.plugin import aux_losses, declared_for, sample_fields
+
+    class Reads:
+        sample_fields, aux_losses = ("tags", "nonsense"), ("toy_aux",)
+
+    with pytest.raises(ValueError, match=r"Reads.sample_fields names sample fields \['nonsense'\]"):
+        declared_for(Reads(), "sample_fields", sample_fields(), "sample fields")
+    assert [loss.weight_flag for loss in declared_for(Reads(), "aux_losses", aux_losses(), "losses")] == ["toy_aux_weight"]

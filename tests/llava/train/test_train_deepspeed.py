@@ -147,6 +147,12 @@ def test_export_full_and_zero3_checkpoint_load_identically(runs, tmp_path):
     assert torch.equal(torch.load(out, weights_only=True), trained)
     card = (full / "README.md").read_text()
     assert "| 32 | 104 |" in card and "stage2.json" in card and "stage3.json" in card
+    # the plugin's section, its group LR column and its side files; resolved flags leave no dead keys
+    assert "HICom options (`config.json` → `hicom_config`)" in card and ", guide_injector 0.01 |" in card
+    config = json.loads((full / "config.json").read_text())
+    assert config["hicom_text_tokenizer"] == "text_tokenizer" and "hicom_config" in config
+    assert not {"hicom_preset", "use_guide", "hicom_overrides"} & set(config)
+    assert config["plugin_flags"]["hicom"].startswith("--hicom_preset ")
 
 
 def test_export_adapter_stage_with_its_base_llm(runs, tiny_dir, tmp_path):
