@@ -2,6 +2,9 @@
 
 from setuptools import find_packages, setup
 
+#: Sibling plugin packages (each registers through its entry points below).
+PLUGIN_PACKAGES = ("hicom_plugin", "bvllm_plugin", "merv_plugin", "disco_plugin", "reducers_plugin")
+
 setup(
     name="hicom-llava",
     version="0.1.0",
@@ -9,7 +12,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["llava", "llava.*", "hicom_plugin", "hicom_plugin.*"]),
+    packages=find_packages(include=["llava", "llava.*"] + [f"{p}{s}" for p in PLUGIN_PACKAGES for s in ("", ".*")]),
     install_requires=[
         # CPU machines: install torch==2.13.0 first (the Makefile does); GPU users keep their own build.
         "torch>=2.4",
@@ -34,7 +37,13 @@ setup(
     },
     entry_points={
         # Plugins: each entry point names a callable that registers (llava/registry.py).
-        "llava.plugins": ["hicom = hicom_plugin.plugin:register"],
+        "llava.plugins": [
+            "hicom = hicom_plugin.plugin:register",
+            "bvllm = bvllm_plugin.plugin:register",
+            "merv = merv_plugin.plugin:register",
+            "disco = disco_plugin.plugin:register",
+            "reducers = reducers_plugin.plugin:register",
+        ],
         "llava.projectors": ["hicom = hicom_plugin.projector:register"],
     },
 )
