@@ -34,6 +34,7 @@ __all__ = [
     "build_logger",
     "disable_torch_init",
     "get_chunk",
+    "inside_root",
     "load_video_frames",
     "process_video_with_decord",
     "process_video_with_pyav",
@@ -107,6 +108,14 @@ def build_logger(logger_name: str, logger_filename: str) -> logging.Logger:
 
 
 # --------------------------------------------------------------------------- sharding
+
+
+def inside_root(path: str, root: str) -> bool:
+    """Whether ``path`` (joined under ``root``) stays inside ``root`` once ``..`` is resolved; an absolute
+    media path is outside any root it was not written under. Symbolic links inside the root are the
+    data owner's choice and are followed (a folder of links to the real videos is common)."""
+    base = os.path.abspath(root or ".")
+    return os.path.commonpath([base, os.path.abspath(path)]) == base
 
 
 def split_list(lst: Sequence[T], n: int) -> list[Sequence[T]]:

@@ -5,6 +5,10 @@ A line (``model_vqa``'s record plus what resuming and scoring need)::
     {"question_id": "action_sequence/0", "prompt": "...", "text": "(B) ...", "model_id": "ckpt",
      "failed": null, "question_set": "3f2a...", "run": {"num_frames": 32, ...}}
 
+``run["model_weights"]`` is :func:`model_fingerprint` of the model folder (and of ``--model-base``),
+and each line names the folder it was answered by (``model_path``): two checkpoints whose folders share a
+name (every run's ``stage3``, every ``checkpoint-N``) never complete each other's answers file.
+
 ``failed`` holds the reason when the item could not be answered (a corrupt video); ``text`` is then
 ``null``. ``question_set`` is the fingerprint of the question set, so an answers file written from
 another question file is refused by resume, merge and scoring. ``run`` holds the settings that shape
@@ -16,6 +20,7 @@ so the question is simply answered again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,8 +34,34 @@ logger = logging.getLogger(__name__)
 REQUIRED_KEYS = ("question_id", "text", "failed", "question_set", "run")
 
 
+#: Bytes read from each end of every weight file's data for :func:`model_fingerprint`.
+FINGERPRINT_SAMPLE = 1 << 16
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
 class AnswerFileError(ValueError):
     """An answers file is unreadable, inconsistent, or belongs to another question set or run."""
+
+
+def model_fingerprint(folder: str | os.PathLike | None) -> str | None:
+    """A short digest identifying the weights in ``folder`` without reading them whole: ``config.json``,
+    and for every weight file its name, size and the first and last 64 KiB (which hold a safetensors
+    header and trained values, so two runs of one architecture differ). Not a folder (a hub id,
+    ``None``): ``None``."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    digest = hashlib.sha256()
+    root = Path(folder)
+    files = sorted(p for p in root.iterdir() if p.is_file() and (p.name == "config.json" or p.suffix in WEIGHT_SUFFIXES))
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}\n".encode())
+        with file.open("rb") as handle:
+            digest.update(handle.read(FINGERPRINT_SAMPLE))
+            if size > 2 * FINGERPRINT_SAMPLE:
+                handle.seek(size - FINGERPRINT_SAMPLE)
+                digest.update(handle.read(FINGERPRINT_SAMPLE))
+    return digest.hexdigest()[:16]
 
 
 def read_answers(path: Path, repair: bool = False) -> dict[str, dict]:
@@ -71,8 +102,9 @@ def read_answers(path: Path, repair: bool = False) -> dict[str, dict]:
 
 
 def check_answers(path: Path, answers: Mapping[str, dict], fingerprint: str, questions: Sequence[VideoQuestion],
-                  run: Mapping | None = None) -> None:
-    """Refuses answers of another question set, unknown ids, and (if ``run`` is given) other settings."""
+                  run: Mapping | None = None, model_path: str | None = None) -> None:
+    """Refuses answers of another question set, unknown ids, and (if ``run`` is given) other settings,
+    another model's answers first (``model_path``: this run's folder, named in the error)."""
     if not answers:
         return
     foreign = {record["question_set"] for record in answers.values()} - {fingerprint}
@@ -89,6 +121,11 @@ def check_answers(path: Path, answers: Mapping[str, dict], fingerprint: str, que
         for record in answers.values():
             if record["run"] != run:
                 theirs = record["run"]
+                if theirs.get("model_weights") != run.get("model_weights"):
+                    raise AnswerFileError(
+                        f"{path} was written by another model: {record.get('model_path', record.get('model_id'))} "
+                        f"(weights {theirs.get('model_weights')}), this run loads {model_path or run.get('model_id')} "
+                        f"(weights {run.get('model_weights')}); use another --answers-file")
                 changed = sorted(k for k in set(run) | set(theirs) if run.get(k) != theirs.get(k))
                 was = ", ".join(f"{k}={theirs.get(k)!r}" for k in changed)
                 now = ", ".join(f"{k}={run.get(k)!r}" for k in changed)

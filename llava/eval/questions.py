@@ -77,7 +77,7 @@ def read_json_file(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise QuestionFileError(f"{path} does not exist")
-    return _parse_json(path.read_text(encoding="utf-8"), str(path))
+    return _parse_json(_read_text(path), str(path))
 
 
 def read_rows(path: str | Path) -> list[dict]:
@@ -88,13 +88,20 @@ def read_rows(path: str | Path) -> list[dict]:
     if path.suffix == ".parquet":
         return _read_parquet(path)
     if path.suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = _read_text(path).splitlines()
         rows = [_parse_json(line, f"{path}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
     else:
         rows = read_json_file(path)
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise QuestionFileError(f"{path}: expected a list of JSON objects")
     return rows
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise QuestionFileError(f"{path} is not UTF-8 text (byte {err.start} of the file)") from None
 
 
 def _parse_json(text: str, where: str) -> Any:

@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,16 +32,26 @@ from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAUL
 from llava.conversation import SeparatorStyle, conv_templates
 from llava.mm_utils import KeywordsStoppingCriteria, frames_to_decode, get_model_name_from_path, tokenizer_image_token
 from llava.registry import load_plugins
-from llava.utils import get_chunk
+from llava.utils import get_chunk, inside_root
 from llava.video import VideoDecodeError
 
-from .answers import AnswerWriter, check_answers, read_answers, write_lines
+from .answers import AnswerWriter, check_answers, model_fingerprint, read_answers, write_lines
 from .benchmarks import BENCHMARKS, DEFAULT_PROMPT_STYLE, PROMPT_STYLES, resolve_prompt_style
 from .cli import MissingVideoError, UsageError, add_question_args, command, questions_from_args
 from .questions import VideoQuestion
 from .video_io import Clip, clip_pixels, load_clip, read_srt, resolve_video, subtitles_at
 
 logger = logging.getLogger(__name__)
+
+
+#: ``--visual-layout``: the pooling / newline config keys of lmms-eval's two stock wrappers for video
+#: (``llava_onevision``: 2x2 bilinear, one trailing newline; ``llava_vid``: 2x2 average, a newline per row).
+#: ``checkpoint`` keeps the checkpoint's own keys.
+VISUAL_LAYOUTS = {
+    "checkpoint": {},
+    "onevision": {"mm_spatial_pool_mode": "bilinear", "mm_spatial_pool_stride": 2, "mm_newline_position": "one_token"},
+    "llava_video": {"mm_spatial_pool_mode": "average", "mm_spatial_pool_stride": 2, "mm_newline_position": "grid"},
+}
 
 
 @dataclass
@@ -78,9 +89,15 @@ def build_parser(kind: str, max_new_tokens: int, description: str) -> argparse.A
     parser.add_argument("--token-reducer", default=None,
                         help="a registered training-free token reducer applied to the checkpoint (default: none)")
     parser.add_argument("--token-reducer-config", default=None, help='JSON of the reducer\'s options, e.g. {"ratio": 0.25}')
+    parser.add_argument("--visual-layout", default="checkpoint", choices=tuple(VISUAL_LAYOUTS),
+                        help="token layout of token-wise projectors: the checkpoint's, or that of lmms-eval's "
+                             "llava_onevision (196 tokens/frame at 384 px + one newline) or llava_vid wrapper "
+                             "(169 + 13 row newlines per frame)")
     parser.add_argument("--allow-missing-videos", action="store_true",
                         help="record questions whose video is missing as failed instead of stopping")
     parser.add_argument("--retry-failed", action="store_true", help="answer again the items recorded as failed")
+    parser.add_argument("--allow-outside-data-root", action="store_true",
+                        help="read video paths that are absolute or leave --video-folder via '..' (refused by default)")
     return parser
 
 
@@ -94,6 +111,8 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     )
     if image_processor is None:
         raise UsageError(f"{args.model_path} has no vision tower: it cannot answer video questions")
+    for key, value in VISUAL_LAYOUTS[getattr(args, "visual_layout", "checkpoint")].items():
+        setattr(model.config, key, value)  # read at every forward
     if getattr(args, "token_reducer", None) is not None:
         try:
             model.get_model().set_token_reducer(args.token_reducer, reducer_options(args))
@@ -125,9 +144,14 @@ def run_settings(args: argparse.Namespace) -> dict:
         "num_frames": args.num_frames, "subtitles": args.subtitle_folder is not None,
         "temperature": args.temperature, "top_p": args.top_p, "num_beams": args.num_beams,
         "max_new_tokens": args.max_new_tokens, "seed": args.seed, "torch_dtype": args.torch_dtype,
+        "model_weights": model_fingerprint(args.model_path),
     }
+    if args.model_base:
+        settings["model_base_weights"] = model_fingerprint(args.model_base)
     if getattr(args, "token_reducer", None) is not None:  # absent otherwise: earlier answers files resume
         settings.update(token_reducer=args.token_reducer, token_reducer_config=reducer_options(args))
+    if getattr(args, "visual_layout", "checkpoint") != "checkpoint":
+        settings["visual_layout"] = args.visual_layout
     return settings
 
 
@@ -183,9 +207,16 @@ class VideoQA:
         text = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
         return text[: -len(stop)].strip() if stop and text.endswith(stop) else text
 
+    def record_extras(self) -> dict:
+        """Extra keys for the answer line of the question just answered (a measuring subclass adds its
+        measurements here; see ``llava.eval.compare``)."""
+        return {}
 
-def run_inference(args: argparse.Namespace, loaded: LoadedModel | None = None) -> dict:
-    """Answers this chunk's unanswered questions; returns counts. ``loaded`` skips model loading."""
+
+def run_inference(args: argparse.Namespace, loaded: LoadedModel | None = None,
+                  qa_class: type[VideoQA] = VideoQA) -> dict:
+    """Answers this chunk's unanswered questions; returns counts. ``loaded`` skips model loading;
+    ``qa_class`` answers (a subclass may measure and add keys to each answer line)."""
     benchmark = BENCHMARKS[args.benchmark]
     style = resolve_prompt_style(args.prompt_style)
     if args.subtitle_folder is not None and args.benchmark != "videomme":
@@ -198,7 +229,8 @@ def run_inference(args: argparse.Namespace, loaded: LoadedModel | None = None) -
     run = run_settings(args)
 
     existing = read_answers(path, repair=True)
-    check_answers(path, existing, fingerprint, questions, run=run)
+    model_path = os.path.abspath(args.model_path) if Path(args.model_path).exists() else args.model_path
+    check_answers(path, existing, fingerprint, questions, run=run, model_path=model_path)
     if args.retry_failed and any(r["failed"] for r in existing.values()):
         existing = {qid: r for qid, r in existing.items() if not r["failed"]}
         write_lines(path, existing.values())
@@ -207,6 +239,12 @@ def run_inference(args: argparse.Namespace, loaded: LoadedModel | None = None) -
                 args.chunk_idx, args.num_chunks, len(chunk), len(chunk) - len(todo), path, len(todo))
 
     folder = Path(args.video_folder)
+    if not args.allow_outside_data_root:
+        for q in todo:
+            outside = [name for name in q.videos if not inside_root(str(folder / name), str(folder))]
+            if outside:
+                raise UsageError(f"question {q.qid}: video path {outside[0]!r} leaves --video-folder {folder} "
+                                 "(pass --allow-outside-data-root to permit)")
     videos = {q.qid: resolve_video(folder, q.videos) for q in todo}
     missing = [q for q in todo if videos[q.qid] is None]
     if missing and not args.allow_missing_videos:
@@ -222,10 +260,11 @@ def run_inference(args: argparse.Namespace, loaded: LoadedModel | None = None) -
         return counts
 
     loaded = loaded or load_model(args)
-    qa = VideoQA(loaded, args)
+    qa = qa_class(loaded, args)
     with AnswerWriter(path) as writer:
         for question in tqdm(todo, desc=f"{args.benchmark} {args.chunk_idx + 1}/{args.num_chunks}", unit="q"):
             prompt = text = failed = None
+            extras = {}
             video = videos[question.qid]
             if video is None:
                 failed = f"video not found under {folder} (tried {', '.join(question.videos[:3])} ...)"
@@ -238,8 +277,10 @@ def run_inference(args: argparse.Namespace, loaded: LoadedModel | None = None) -
                 else:
                     prompt = benchmark.prompt(question, style, qa.subtitles(question, clip))
                     text = qa.answer(prompt, question.question, pixels, question.qid)
+                    extras = qa.record_extras()
             writer.write({"question_id": question.qid, "prompt": prompt, "text": text, "model_id": run["model_id"],
-                          "failed": failed, "question_set": fingerprint, "run": run})
+                          "model_path": model_path, "failed": failed, "question_set": fingerprint, "run": run,
+                          **extras})
             counts["failed" if failed else "answered"] += 1
     logger.info("%s: answered %d, failed %d (written to %s)", args.benchmark, counts["answered"], counts["failed"], path)
     return counts

@@ -117,6 +117,8 @@ class DataArguments:
     num_frames: int | None = field(
         default=None, metadata={"help": "frames per video, uniform segment midpoints (overrides video_fps)"})
     strict_data: bool = field(default=False, metadata={"help": "bad samples are errors instead of counted skips"})
+    allow_outside_data_root: bool = field(default=False, metadata={
+        "help": "read media paths that are absolute or leave their folder/data_root via '..' (refused by default)"})
     max_image_pixels: int = field(default=89_478_485, metadata={"help": "larger images are skipped (PIL's limit)"})
     label_mode: str = field(default="answer", metadata={"help": "answer | onevision (upstream marker supervision)"})
 

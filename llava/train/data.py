@@ -36,6 +36,7 @@ time and handed out once per visual item (``sample["fields"]``, batched as ``sam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -54,7 +55,7 @@ from torch.utils.data import Dataset
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.mm_utils import ImageConfig, frames_to_decode, pixel_size, process_images, process_video_frames
 from llava.plugin import SampleField
-from llava.utils import VideoDecodeError, load_video_frames
+from llava.utils import VideoDecodeError, inside_root, load_video_frames
 
 from .preprocess import preprocess_conversation, turn_role, turn_text
 
@@ -65,6 +66,11 @@ DATA_REPORT_NAME = "data_report.json"
 _BRACES = re.compile(r"^(?P<prefix>.*)\{(?P<names>[^{}]+)\}(?P<suffix>\.jsonl?)$")
 #: Consecutive bad samples after which ``__getitem__`` gives up: the data, not a sample, is broken.
 MAX_CONSECUTIVE_SKIPS = 32
+
+
+class UnusableDataError(RuntimeError):
+    """The data as a whole cannot be trained on (a mixture part whose files are all missing, a long run
+    of unreadable samples): training stops cleanly, with ``data_report.json`` written."""
 
 
 class DataError(Exception):
@@ -82,16 +88,26 @@ class DataError(Exception):
 class DataReport:
     """Counts of dropped/skipped samples (``skipped``) and of samples used with a change that is
     worth knowing (``notes``: truncated text, fewer frames than asked, PyAV fallback), by reason,
-    plus the first examples of each."""
+    plus the first examples of each.
+
+    Counts are of distinct samples, not of reads: an event's message names the sample (record and
+    file), and a message already counted (the same bad file met again in a later epoch, on another
+    rank or by another worker) is not counted twice; ``seen`` keeps a short digest of each.
+    """
 
     skipped: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     max_examples: int = 5
+    seen: set[str] = field(default_factory=set)
 
     def add(self, event: tuple[str, str, str]) -> None:
         """``event`` is ``("skip" | "note", kind, message)``."""
         what, kind, message = event
+        key = _event_key(what, kind, message)
+        if key in self.seen:
+            return
+        self.seen.add(key)
         (self.skipped if what == "skip" else self.notes)[kind] += 1
         examples = self.examples.setdefault(kind, [])
         if len(examples) < self.max_examples:
@@ -99,20 +115,29 @@ class DataReport:
 
     def merge(self, other: DataReport | dict) -> None:
         other = other if isinstance(other, DataReport) else DataReport.from_dict(other)
+        if other.seen or not (other.skipped or other.notes):
+            shared = self.seen & other.seen  # counted on both sides: subtract once per kind
+            self.seen |= other.seen
+        else:  # a report without digests (written before they were kept): its counts as they are
+            shared = set()
         self.skipped.update(other.skipped)
         self.notes.update(other.notes)
+        for key in shared:
+            what, kind = key.split("|", 2)[:2]
+            counts = self.skipped if what == "skip" else self.notes
+            counts[kind] -= 1
         for kind, examples in other.examples.items():
             mine = self.examples.setdefault(kind, [])
             mine += [e for e in examples if e not in mine][: self.max_examples - len(mine)]
 
     def to_dict(self) -> dict:
         return {"skipped": dict(self.skipped), "notes": dict(self.notes), "examples": self.examples,
-                "total_skipped": sum(self.skipped.values())}
+                "total_skipped": sum(self.skipped.values()), "seen": sorted(self.seen)}
 
     @classmethod
     def from_dict(cls, data: dict) -> DataReport:
         return cls(Counter(data.get("skipped", {})), Counter(data.get("notes", {})),
-                   {k: list(v) for k, v in data.get("examples", {}).items()})
+                   {k: list(v) for k, v in data.get("examples", {}).items()}, seen=set(data.get("seen", [])))
 
     def summary(self) -> str:
         if not self.skipped and not self.notes:
@@ -123,6 +148,12 @@ class DataReport:
             for kind, count in counts.most_common():
                 lines.append(f"  {label} {kind}: {count}  e.g. {self.examples.get(kind, [''])[0]}")
         return "\n".join(lines)
+
+
+def _event_key(what: str, kind: str, message: str) -> str:
+    """``what|kind|digest of the message``: the identity of one sample's event, compact enough to keep
+    for every bad sample of a long run."""
+    return f"{what}|{kind}|{hashlib.sha1(message.encode('utf-8', 'replace')).hexdigest()[:16]}"
 
 
 # --------------------------------------------------------------------------- annotation files
@@ -142,8 +173,14 @@ def _read_json_records(path: str, report: DataReport, strict: bool) -> list[dict
         raise FileNotFoundError(f"annotation file not found: {path}")
     records: list[dict] = []
     if path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    _drop(report, strict, "corrupt_json_line", f"{path}:{number}",
+                          f"not UTF-8 text (byte {err.start} of the line)")
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -158,9 +195,16 @@ def _read_json_records(path: str, report: DataReport, strict: bool) -> list[dict
             data = json.load(handle)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start} of the file)") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return [_tag(record, f"{path}[{i}]") for i, record in enumerate(data)]
+
+
+def _source_file(where: str) -> str:
+    """The annotation file of a record location (``file:line`` or ``file[index]``)."""
+    return re.sub(r"(:\d+|\[\d+\])$", "", where)
 
 
 def _tag(record: Any, where: str) -> dict:
@@ -257,7 +301,8 @@ class SampleSpec:
     fields: dict = field(default_factory=dict)  # plugin fields, parsed
 
 
-def _check_record(item: dict, folders: dict[str, str]) -> tuple[list[dict], list[str], str]:
+def _check_record(item: dict, folders: dict[str, str], allow_outside_root: bool = False
+                  ) -> tuple[list[dict], list[str], str]:
     """Normalised turns, resolved media paths and modality of a record, or ``DataError``."""
     record, where = item["_record"], item["_where"]
     if not isinstance(record, dict):
@@ -292,6 +337,11 @@ def _check_record(item: dict, folders: dict[str, str]) -> tuple[list[dict], list
         raise DataError("malformed_record", where, f"media paths must be non-empty strings, got {names!r}")
     folder = folders.get(modality) or ""
     media = [os.path.join(folder, root, n) for n in names]
+    if not allow_outside_root:
+        for name, path in zip(names, media):
+            if not inside_root(path, os.path.join(folder, root)):
+                raise DataError("outside_data_root", where, f"media path {name!r} leaves its data root "
+                                f"{os.path.join(folder, root) or '.'!r} (--allow_outside_data_root to permit)")
 
     placeholders = sum(t.count(DEFAULT_IMAGE_TOKEN) for t, r in zip(texts, roles) if r == 0)
     answers_with_tag = sum(t.count(DEFAULT_IMAGE_TOKEN) for t, r in zip(texts, roles) if r == 1)
@@ -326,6 +376,7 @@ def build_sample_specs(
     per_turn: bool,
     instruction_cleaner: Callable[[str], str] | None,
     fields: list[SampleField] = (),
+    allow_outside_root: bool = False,
 ) -> list[SampleSpec]:
     """Checks every record, reads its plugin ``fields`` and, with ``per_turn`` (an
     instruction-conditioned projector), expands multi-turn media samples (module docstring)."""
@@ -333,7 +384,7 @@ def build_sample_specs(
     specs: list[SampleSpec] = []
     for index, item in enumerate(items):
         try:
-            conversations, media, modality = _check_record(item, folders)
+            conversations, media, modality = _check_record(item, folders, allow_outside_root)
             values = _read_fields(item["_record"], item["_where"], fields)
         except DataError as err:
             _drop(report, strict, err.kind, err.path, err.reason)
@@ -410,13 +461,15 @@ class LazySupervisedDataset(Dataset):
         folders = {"image": data_args.image_folder, "video": data_args.video_folder or data_args.image_folder}
         self.per_turn = bool(getattr(data_args, "needs_instructions", False))
         self.specs = build_sample_specs(items, folders, self.load_report, self.strict, self.per_turn,
-                                        instruction_cleaner, list(fields))
+                                        instruction_cleaner, list(fields),
+                                        bool(getattr(data_args, "allow_outside_data_root", False)))
         if not self.specs:
             raise ValueError(f"{data_path}: no usable training sample ({self.load_report.summary()})")
         logger.info("%s: %d records -> %d samples%s", data_path, len(items), len(self.specs),
                     " (instruction-conditioned: one per answer)" if self.per_turn else "")
         if self.load_report.skipped:
             logger.warning("%s", self.load_report.summary())
+        self._bad: dict[int, tuple[str, str, str]] = {}  # positions found unreadable, and why
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -437,23 +490,63 @@ class LazySupervisedDataset(Dataset):
         return max(1, sum(len(t["value"].split()) for t in spec.conversations))
 
     def __getitem__(self, index: int) -> dict:
+        """Sample ``index``; when it cannot be read, a replacement drawn uniformly from the other
+        samples (deterministic per index and attempt, so a bad file's neighbour is not trained twice
+        in its place). A sample found bad is remembered and not read again; after
+        ``MAX_CONSECUTIVE_SKIPS`` bad draws in a row the data, not a sample, is broken:
+        :class:`UnusableDataError`."""
         events: list[tuple[str, str, str]] = []
         for attempt in range(MAX_CONSECUTIVE_SKIPS):
-            position = (index + attempt) % len(self.specs)
+            position = index if attempt == 0 else self._replacement(index, attempt)
+            known = self._bad.get(position)
+            if known is not None:
+                events.append(known)
+                continue
             try:
                 sample = self.get_sample(position, events)
             except DataError as err:
                 if self.strict:
                     raise ValueError(f"{err.path}: {err.reason} (--strict_data)") from None
-                events.append(("skip", err.kind, f"{err.path}: {err.reason}"))
+                event = ("skip", err.kind, f"{err.path}: {err.reason} (record {self.specs[position].where})")
+                self._bad[position] = event
+                events.append(event)
                 logger.warning("skipping sample %d (%s): %s", position, err.kind, err)
                 continue
             sample["data_events"] = events
             return sample
-        raise RuntimeError(
-            f"{MAX_CONSECUTIVE_SKIPS} consecutive samples from index {index} could not be read; the data "
-            f"or its folders are wrong, e.g. {events[:3]}"
-        )
+        examples = "; ".join(message for _, _, message in events[:3])
+        raise UnusableDataError(
+            f"{MAX_CONSECUTIVE_SKIPS} samples in a row (from index {index}) could not be read; the data or "
+            f"its folders are wrong, e.g. {examples}")
+
+    def _replacement(self, index: int, attempt: int) -> int:
+        if len(self.specs) == 1:
+            return index
+        draw = random.Random(f"{index}:{attempt}").randrange(len(self.specs) - 1)
+        return draw + (draw >= index)  # any sample but ``index`` itself
+
+    def check_media_roots(self, first: int = 8) -> None:
+        """Before training: reads the headers of the first ``first`` media files of every annotation
+        file (each mixture part); a part none of whose sampled files exists or is non-empty has a wrong
+        root or folder, and is an :class:`UnusableDataError` naming the part and the paths tried."""
+        parts: dict[str, list[SampleSpec]] = {}
+        for spec in self.specs:
+            if spec.media:
+                parts.setdefault(_source_file(spec.where), []).append(spec)
+        for source, specs in parts.items():
+            problems = []
+            for spec in specs[:first]:
+                try:
+                    check_file(spec.media[0])
+                except DataError as err:
+                    problems.append(f"{err.path}: {err.reason}")
+                else:
+                    break
+            else:
+                self.load_report.add(("skip", "unreadable_part", f"{source}: {problems[0]}"))
+                raise UnusableDataError(
+                    f"{source}: none of its first {len(problems)} media files can be read, e.g. {problems[0]} "
+                    f"(check data_root in the mixture, --image_folder and --video_folder)")
 
     # ------------------------------------------------------------------ one sample
 
@@ -608,6 +701,7 @@ def make_supervised_data_module(tokenizer, data_args, instruction_cleaner=None, 
 
 __all__ = [
     "DataCollatorForSupervisedDataset", "DataError", "DataReport", "LazySupervisedDataset", "SampleSpec",
+    "UnusableDataError",
     "apply_sampling_strategy", "build_sample_specs", "expand_data_path", "load_image",
     "make_supervised_data_module", "read_annotations",
 ]

@@ -95,8 +95,9 @@ class LengthGroupedSampler(Sampler):
 def find_resume_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     """The newest complete ``checkpoint-N`` in ``output_dir``, or ``None``.
 
-    A checkpoint is complete when its ``trainer_state.json`` (written last) parses; folders left by a
-    run killed while saving are reported and ignored, not deleted.
+    A checkpoint is complete when its ``trainer_state.json`` (written last) and ``data_report.json``
+    (written first) parse; folders left by a run killed while saving are reported and ignored, not
+    deleted.
     """
     folder = Path(output_dir)
     if not folder.is_dir():
@@ -104,12 +105,14 @@ def find_resume_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     found = sorted(((int(m[1]), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))),
                    reverse=True)
     for _, path in found:
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            logger.warning("ignoring incomplete checkpoint %s (no readable trainer_state.json)", path)
-            continue
-        return path
+        for name in ("trainer_state.json", DATA_REPORT_NAME):
+            try:
+                json.loads((path / name).read_text())
+            except (OSError, json.JSONDecodeError):
+                logger.warning("ignoring incomplete checkpoint %s (no readable %s)", path, name)
+                break
+        else:
+            return path
     return None
 
 
@@ -213,12 +216,14 @@ class LLaVATrainer(Trainer):
             self.data_report.merge(json.loads(path.read_text()))
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        """The data report goes in first: ``trainer_state.json``, written last by the Trainer, marks the
+        checkpoint complete, so a complete checkpoint always carries the counts it resumes with."""
         report = self.gathered_data_report()
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            if folder.is_dir():
-                (folder / DATA_REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=1))
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / DATA_REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=1))
+        super()._save_checkpoint(model, trial)
 
     # ------------------------------------------------------------------ adapter-only saving
 

@@ -31,7 +31,7 @@ from llava.registry import load_plugins
 from llava.utils import rank0_print
 
 from .arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
-from .data import DATA_REPORT_NAME, make_supervised_data_module
+from .data import DATA_REPORT_NAME, DataReport, UnusableDataError, make_supervised_data_module
 from .llava_trainer import LLaVATrainer, find_resume_checkpoint
 from .tunable import adapter_only, apply_legacy_flags, apply_tunable_parts
 
@@ -218,6 +218,12 @@ def train(attn_implementation: str | None = None, argv: list[str] | None = None,
     model, tokenizer = build_training_model(model_args, data_args, training_args, attn_implementation)
 
     data_module = build_data_module(model, tokenizer, model_args, data_args, training_args)
+    dataset = data_module["train_dataset"]
+    try:
+        dataset.check_media_roots()
+    except UnusableDataError:
+        _write_data_report(training_args, dataset.load_report)
+        raise
     if data_args.needs_instructions and training_args.ddp_find_unused_parameters is None:
         # some conditioned projectors leave parameters without gradient for a batch
         training_args.ddp_find_unused_parameters = True
@@ -229,21 +235,39 @@ def train(attn_implementation: str | None = None, argv: list[str] | None = None,
     if resume:
         rank0_print(f"resuming from {resume}")
         trainer.load_data_report(resume)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except UnusableDataError as err:  # this rank's counts so far, and the run of bad samples that ended it
+        report = trainer.data_report
+        report.merge(dataset.load_report)
+        report.add(("skip", "unusable_data", str(err).splitlines()[0]))
+        _write_data_report(training_args, report, every_rank=True)
+        raise
     trainer.save_state()
     model.config.use_cache = True
     save_trained_model(trainer, model, tokenizer, training_args.output_dir)
 
     report = trainer.gathered_data_report()
-    report.merge(data_module["train_dataset"].load_report)
+    report.merge(dataset.load_report)
     if training_args.should_save:
-        Path(training_args.output_dir, DATA_REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=1))
-        write_training_record(trainer, model_args, data_args, training_args, len(data_module["train_dataset"]))
-        rank0_print(report.summary())
+        _write_data_report(training_args, report)
+        write_training_record(trainer, model_args, data_args, training_args, len(dataset))
     return trainer
 
 
 TRAINING_RECORD_NAME = "training_record.json"
+
+
+def _write_data_report(training_args, report: DataReport, every_rank: bool = False) -> None:
+    """``data_report.json`` in the output folder (rank 0's; with ``every_rank``, a rank other than 0
+    that stops the run writes ``data_report.rank<N>.json`` beside it) and its summary in the log."""
+    if not (training_args.should_save or every_rank):
+        return
+    rank = training_args.process_index
+    name = DATA_REPORT_NAME if rank == 0 else DATA_REPORT_NAME.replace(".json", f".rank{rank}.json")
+    Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+    Path(training_args.output_dir, name).write_text(json.dumps(report.to_dict(), indent=1))
+    logger.log(logging.WARNING if report.skipped else logging.INFO, "%s", report.summary())
 
 
 def write_training_record(trainer, model_args, data_args, training_args, num_samples: int) -> None:
@@ -298,7 +322,11 @@ def save_trained_model(trainer: LLaVATrainer, model, tokenizer, output_dir: str)
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    train(argv=argv if argv is not None else sys.argv[1:])
+    try:
+        train(argv=argv if argv is not None else sys.argv[1:])
+    except UnusableDataError as err:
+        print(f"error: {str(err).splitlines()[0]} (counts in {DATA_REPORT_NAME})", file=sys.stderr)
+        return 2
     _close_process_group()
     return 0
 

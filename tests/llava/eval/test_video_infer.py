@@ -199,6 +199,12 @@ def test_malformed_question_file(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "not valid JSON" in err
+    bad.write_bytes(b'[{"q_uid": "caf\xe9", "question": "q"}]')  # Latin-1, not UTF-8
+    rc = model_video_mcqa.main(["--model-path", str(tmp_path), "--benchmark", "egoschema", "--question-file",
+                                str(bad), "--video-folder", str(tmp_path), "--answers-file", str(tmp_path / "a.jsonl")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not UTF-8" in err
 
 
 def test_unknown_prompt_style_stops_before_anything_else(sets, tmp_path, capsys):
@@ -266,3 +272,45 @@ def test_a_token_reducer_is_a_recorded_runtime_choice(sets, answered, tiny_hicom
         assert "other settings" in capsys.readouterr().err
     finally:
         unregister_token_reducer("test_eval_first_tokens")
+
+
+def test_resuming_refuses_another_model_whose_folder_has_the_same_name(sets, answered, tiny_hicom, tmp_path, capsys):
+    """Two runs' ``stage3`` folders: an answers file begun by one is not completed by the other."""
+    from safetensors.torch import load_file, save_file
+
+    from llava.eval.answers import model_fingerprint
+
+    other = tmp_path / "other_run" / tiny_hicom.name
+    shutil.copytree(tiny_hicom, other)
+    assert model_fingerprint(other) == model_fingerprint(tiny_hicom)  # a copy is the same model
+    weights = next(other.glob("*.safetensors"))
+    state = load_file(weights)
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[name] = state[name] + 1
+    save_file(state, weights, metadata={"format": "pt"})
+    assert model_fingerprint(other) != model_fingerprint(tiny_hicom)
+
+    fixture = sets["mvbench"]
+    answers = copy_of(answered["mvbench"], tmp_path)
+    lines = answers.read_text().splitlines()
+    answers.write_text("\n".join(lines[:2]) + "\n")  # begun by the first model, then interrupted
+    assert infer(other, fixture, answers) == 2
+    err = capsys.readouterr().err
+    assert "written by another model" in err and str(tiny_hicom) in err and str(other) in err
+    assert len(read_answers(answers)) == 2
+
+
+@pytest.mark.parametrize("uid", ["../../outside", "/etc/passwd"])
+def test_video_paths_leaving_the_video_folder_are_refused(uid, tmp_path, capsys):
+    questions = tmp_path / "questions.json"
+    row = {"q_uid": uid, "question": "What is c doing?", **{f"option {i}": f"thing {i}" for i in range(5)}}
+    questions.write_text(json.dumps([row]))
+    argv = ["--model-path", str(tmp_path / "no-model-needed"), "--benchmark", "egoschema", "--question-file",
+            str(questions), "--video-folder", str(tmp_path / "videos"), "--answers-file", str(tmp_path / "a.jsonl")]
+    assert model_video_mcqa.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"question {uid}" in err and "leaves --video-folder" in err and "--allow-outside-data-root" in err
+    # allowed: the run goes on (to the missing-video check, or to loading the absent model: /etc/passwd exists)
+    assert model_video_mcqa.main([*argv, "--allow-outside-data-root"]) == 2
+    err = capsys.readouterr().err
+    assert "leaves --video-folder" not in err and ("have no video" in err or "no-model-needed" in err)

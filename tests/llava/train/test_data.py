@@ -291,3 +291,89 @@ def test_report_merges_and_summarises():
     a.merge(b.to_dict())
     assert a.skipped == {"missing_file": 2} and a.notes == {"truncated": 1}
     assert "2 sample(s) skipped" in a.summary() and "x.mp4" in a.summary()
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def test_non_utf8_bytes_are_a_corrupt_line_in_jsonl_and_an_error_naming_a_json(tmp_path, tokenizer, processor, media):
+    good = json.dumps(video_record("good.mp4")).encode()
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(good + b"\n" + b'{"id": "caf\xe9"}\n' + good + b"\n")
+    ds = LazySupervisedDataset(str(path), tokenizer, make_args(processor, media, path))
+    assert len(ds) == 2 and ds.load_report.skipped == {"corrupt_json_line": 1}
+    assert "data.jsonl:2: not UTF-8" in ds.load_report.examples["corrupt_json_line"][0]
+    (tmp_path / "latin.json").write_bytes(b'[{"id": "caf\xe9"}]')
+    with pytest.raises(ValueError, match="latin.json: not UTF-8"):
+        LazySupervisedDataset(str(tmp_path / "latin.json"), tokenizer, make_args(processor, media, "x"))
+
+
+def test_skips_count_distinct_samples_and_replacements_spread(tmp_path, tokenizer, processor, media):
+    """Three bad videos read in two epochs count 3; the good samples standing in for a run of bad
+    ones are drawn, not the neighbour each time."""
+    bad = [video_record(f"absent{i}.mp4") for i in range(3)] + [video_record("empty.mp4")] * 3
+    records = bad + [dict(video_record("good.mp4"), id=f"good{i}") for i in range(6)]
+    ds = dataset(tmp_path, tokenizer, processor, media, records)
+    report, used = DataReport(), []
+    for _ in range(2):
+        for index in range(len(ds)):
+            sample = ds[index]
+            used.append(sample["id"])
+            for event in sample["data_events"]:
+                report.add(event)
+    assert report.skipped == {"missing_file": 3, "empty_file": 3}  # the 3 empty.mp4 records are 3 samples
+    first_epoch = used[: len(ds)]
+    assert max(first_epoch.count(f"good{i}") for i in range(6)) < 1 + len(bad)
+    assert len({s for s in first_epoch[: len(bad)]}) > 1
+    assert DataReport.from_dict(report.to_dict()).to_dict() == report.to_dict()
+    again = DataReport.from_dict(report.to_dict())
+    again.merge(report.to_dict())  # the same samples seen on another rank: still 3 + 3
+    assert again.skipped == report.skipped
+
+
+def test_a_part_whose_files_are_all_missing_stops_before_training(tmp_path, tokenizer, processor, media):
+    from llava.train.data import UnusableDataError
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([video_record("good.mp4")]))
+    wrong = tmp_path / "wrong_root.json"
+    wrong.write_text(json.dumps([video_record(f"v{i}.mp4") for i in range(20)]))
+    mixture = tmp_path / "mix.yaml"
+    mixture.write_text(f"datasets:\n  - json_path: {good}\n  - json_path: {wrong}\n")
+    ds = LazySupervisedDataset(str(mixture), tokenizer, make_args(processor, media, mixture))
+    with pytest.raises(UnusableDataError, match="wrong_root.json: none of its first 8 media files"):
+        ds.check_media_roots()
+    assert ds.load_report.skipped == {"unreadable_part": 1}
+    streak = dataset(tmp_path, tokenizer, processor, media, [video_record(f"v{i}.mp4") for i in range(40)])
+    with pytest.raises(UnusableDataError, match="32 samples in a row"):
+        streak[0]
+
+
+@pytest.mark.parametrize("name", ["../outside.mp4", "sub/../../outside.mp4", "/etc/passwd"])
+def test_media_paths_leaving_the_data_root_are_refused(name, tmp_path, tokenizer, processor, media):
+    records = [video_record("good.mp4"), dict(video_record("good.mp4"), video=name)]
+    ds = dataset(tmp_path, tokenizer, processor, media, records)
+    assert len(ds) == 1 and ds.load_report.skipped == {"outside_data_root": 1}
+    assert name in ds.load_report.examples["outside_data_root"][0]
+    allowed = dataset(tmp_path, tokenizer, processor, media, records, allow_outside_data_root=True)
+    assert len(allowed) == 2
+    inside = dataset(tmp_path, tokenizer, processor, media, [dict(video_record("good.mp4"), video="x/../good.mp4")])
+    assert len(inside) == 1
+
+
+def test_training_on_a_part_with_a_wrong_root_stops_with_the_report_written(tiny_dir, tmp_path, capsys):
+    from llava.train.train import main
+
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([video_record(f"v{i}.mp4") for i in range(10)]))
+    out = tmp_path / "out"
+    rc = main(["--model_name_or_path", str(tiny_dir / "qwen2-tiny"), "--vision_tower", str(tiny_dir / "siglip-tiny"),
+               "--version", "qwen_1_5", "--mm_projector_type", "mlp2x_gelu", "--mm_tunable_parts", "mm_mlp_adapter",
+               "--data_path", str(data), "--video_folder", str(tmp_path / "wrong"), "--image_folder", str(tmp_path),
+               "--num_frames", "2", "--output_dir", str(out), "--max_steps", "1", "--report_to", "none",
+               "--per_device_train_batch_size", "1", "--gradient_checkpointing", "False"])
+    assert rc == 2
+    assert "none of its first 8 media files can be read" in capsys.readouterr().err
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["skipped"] == {"unreadable_part": 1} and str(data) in report["examples"]["unreadable_part"][0]
+    assert not (out / "trainer_state.json").exists()

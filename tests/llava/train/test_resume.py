@@ -47,6 +47,9 @@ def test_kill_and_rerun_resumes_with_identical_losses(tiny_dir, data, tmp_path):
     subprocess.run(command(tiny_dir, data, reference), cwd=REPO, env=env(), check=True, capture_output=True)
     expected = logged_losses(reference)
     assert sorted(expected) == list(range(1, STEPS + 1))
+    for checkpoint in sorted(reference.glob("checkpoint-*")):  # the report first, the state last
+        report, state = checkpoint / "data_report.json", checkpoint / "trainer_state.json"
+        assert report.stat().st_mtime_ns <= state.stat().st_mtime_ns, checkpoint
 
     out = tmp_path / "killed"
     process = subprocess.Popen(command(tiny_dir, data, out), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
@@ -74,11 +77,14 @@ def test_kill_and_rerun_resumes_with_identical_losses(tiny_dir, data, tmp_path):
 
 def test_incomplete_checkpoint_is_ignored(tmp_path):
     good, broken = tmp_path / "checkpoint-4", tmp_path / "checkpoint-6"
-    good.mkdir()
+    for folder in (good, broken, tmp_path / "checkpoint-10"):
+        folder.mkdir()
+        (folder / "data_report.json").write_text(json.dumps({"skipped": {}}))
     (good / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
-    broken.mkdir()
     (broken / "trainer_state.json").write_text('{"global_st')  # killed while writing
     (tmp_path / "checkpoint-8").mkdir()  # killed before the state was written
+    (tmp_path / "checkpoint-12").mkdir()  # a state without the report it resumes the counts from
+    (tmp_path / "checkpoint-12" / "trainer_state.json").write_text(json.dumps({"global_step": 12}))
     assert find_resume_checkpoint(tmp_path) == good
     assert find_resume_checkpoint(tmp_path / "absent") is None
 
