@@ -280,19 +280,23 @@ def _yaml(data) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Export a training output as a self-contained HF folder.")
+    parser = argparse.ArgumentParser(prog="python -m llava.export",
+                                     description="Export a training output as a self-contained HF folder.")
     parser.add_argument("--src", required=True, help="stage output, checkpoint-N, or adapter-only output")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="the folder to write (created; files in it are replaced)")
     parser.add_argument("--base-llm", default=None, help="the LLM an adapter-only output was trained on")
     parser.add_argument("--vision-tower", default=None, help="SigLIP folder, when the recorded path moved")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--max-shard-size", default="2GB")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="dtype of the exported weights")
+    parser.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard, e.g. 2GB or 500MB")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         export(args.src, args.out, args.base_llm, args.vision_tower, args.dtype, args.max_shard_size)
-    except (ExportError, FileNotFoundError, KeyError) as err:
-        print(f"export failed: {err}", file=sys.stderr)
+    except (ExportError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+        # every loader names the folder/file and the reason (a half-written config.json, corrupt
+        # weights, a projector type no installed plugin registers): one line, no traceback
+        print(f"export failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
     print(args.out)
     return 0

@@ -295,6 +295,43 @@ def load_image_from_base64(image: str | bytes) -> Image.Image:
     return Image.open(BytesIO(base64.b64decode(image)))
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``image``, the one conversion training, evaluation and serving share:
+    16- and 32-bit integer images are scaled to 8 bits (not clipped at 255), float images in [0, 1]
+    are scaled, transparency is composited onto white, grayscale and palette images are expanded."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        else:
+            scale = 255.0 / 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 1.0
+        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+class ImageTooLargeError(ValueError):
+    """An image with more pixels than the limit (its header says so; it is not decoded)."""
+
+
+def open_rgb_image(path, max_pixels: int | None = None) -> Image.Image:
+    """The image file at ``path`` as :func:`to_rgb` gives it. More than ``max_pixels`` (from the header,
+    before decoding) or more than PIL's own limit: :class:`ImageTooLargeError`; unreadable files raise
+    ``OSError`` (``UnidentifiedImageError`` among them)."""
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(f"{path}: {err}") from None
+    with image:
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise ImageTooLargeError(f"{path}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels}")
+        image.load()
+        return to_rgb(image)
+
+
 # --------------------------------------------------------------------------- text
 
 

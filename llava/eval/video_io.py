@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from llava.mm_utils import process_video_frames
+from llava.mm_utils import open_rgb_image, process_video_frames
 from llava.video import VideoDecodeError, load_video_frames, sample_frame_indices
 
 #: frame rate of MVBench's frame folders (TVQA frames are extracted at 3 fps)
@@ -97,8 +97,8 @@ def _load_frame_folder(folder: Path, num_frames: int, bound: tuple[float, float]
     else:
         indices = bounded_frame_indices(len(files), FRAME_FOLDER_FPS, num_frames, *bound)
     try:
-        frames = [np.asarray(Image.open(files[i]).convert("RGB")) for i in indices]
-    except (OSError, UnidentifiedImageError) as err:
+        frames = [np.asarray(open_rgb_image(files[i])) for i in indices]
+    except (OSError, UnidentifiedImageError, ValueError) as err:
         raise VideoDecodeError(f"frame folder '{folder}': cannot read an image ({err})", path=str(folder)) from err
     if len({f.shape for f in frames}) > 1:
         raise VideoDecodeError(f"frame folder '{folder}': frames differ in size", path=str(folder))

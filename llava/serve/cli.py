@@ -35,8 +35,10 @@ from transformers import StoppingCriteriaList, TextIteratorStreamer
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle, UnknownConversationTemplateError, get_conv_template
 from llava.mm_utils import (
+    ImageTooLargeError,
     KeywordsStoppingCriteria,
     get_model_name_from_path,
+    open_rgb_image,
     process_images,
     process_video_frames,
     tokenizer_image_token,
@@ -103,12 +105,14 @@ def read_video(path: str | Path, num_frames: int) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> Image.Image:
+    """The image as training reads it (:func:`llava.mm_utils.open_rgb_image`)."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return open_rgb_image(path)
     except FileNotFoundError:
         raise CliInputError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except ImageTooLargeError as err:
+        raise CliInputError(f"image too large: {err}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise CliInputError(f"cannot read image {path}: {err}") from None
 
 
@@ -293,7 +297,10 @@ def start_chat(args: argparse.Namespace) -> VideoChat:
     Cheap checks come first (model config, conversation template, decoding the video), so a bad input
     is reported before the model is loaded.
     """
-    raw_config = read_model_config(args.model_path)
+    try:
+        raw_config = read_model_config(args.model_path)
+    except ValueError as err:  # a half-written or foreign config.json: the message names the file
+        raise CliInputError(str(err)) from None
     get_conv_template(args.conv_mode)
     num_frames = args.num_frames or raw_config.get("num_frames") or DEFAULT_NUM_FRAMES
     frames = read_video(args.video_file, num_frames) if args.video_file is not None else None
@@ -325,7 +332,27 @@ def start_chat(args: argparse.Namespace) -> VideoChat:
     for visual in items:
         logger.info("%s %s: %d frame(s) -> %d visual tokens", visual.modality, visual.source, visual.num_frames,
                     visual.num_tokens)
+    check_context(model, tokenizer, items)
     return VideoChat(tokenizer, model, items, args.conv_mode, args.temperature, args.max_new_tokens)
+
+
+def context_length(model: Any, tokenizer: Any) -> int | None:
+    """The most tokens the model reads: the tokenizer's ``model_max_length`` when set to a real value,
+    else the LLM's ``max_position_embeddings``."""
+    limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
+    limits = [int(n) for n in limits if isinstance(n, int) and 0 < n < 10**9]
+    return min(limits) if limits else None
+
+
+def check_context(model: Any, tokenizer: Any, items: Sequence[VisualItem], room: int = 64) -> None:
+    """Refuses visual items that leave fewer than ``room`` tokens of the context for the question and
+    the answer (the prompt would otherwise be cut and the question lost)."""
+    limit = context_length(model, tokenizer)
+    used = sum(item.num_tokens for item in items)
+    if limit is not None and used + room > limit:
+        frames = ", ".join(f"{item.num_frames} frame(s) of {item.source}" for item in items)
+        raise CliInputError(f"{used} visual tokens ({frames}) leave no room for the question in the model's "
+                            f"context of {limit} tokens: use fewer --num-frames")
 
 
 def answer_once(chat: VideoChat, question: str, as_json: bool, out: TextIO) -> None:

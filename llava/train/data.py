@@ -53,7 +53,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.mm_utils import ImageConfig, frames_to_decode, pixel_size, process_images, process_video_frames
+from llava.mm_utils import (
+    ImageConfig,
+    ImageTooLargeError,
+    frames_to_decode,
+    open_rgb_image,
+    pixel_size,
+    process_images,
+    process_video_frames,
+)
 from llava.plugin import SampleField
 from llava.utils import VideoDecodeError, inside_root, load_video_frames
 
@@ -417,24 +425,13 @@ def check_file(path: str) -> None:
 
 
 def load_image(path: str, max_pixels: int) -> Image.Image:
-    """An RGB image, or ``DataError``; the pixel count is checked from the header, before decoding.
-    Grayscale and palette images are converted; transparency is composited onto white."""
+    """An RGB image (:func:`llava.mm_utils.to_rgb`: 16-bit scaled, transparency on white), or
+    ``DataError``; the pixel count is checked from the header, before decoding."""
     check_file(path)
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
-                raise DataError("image_too_large", path, f"{image.width}x{image.height} pixels exceeds "
-                                f"--max_image_pixels={max_pixels}")
-            image.load()
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(background, rgba).convert("RGB")
-            return image.convert("RGB")
-    except DataError:
-        raise
-    except Image.DecompressionBombError as err:
-        raise DataError("image_too_large", path, str(err)) from None
+        return open_rgb_image(path, max_pixels)
+    except ImageTooLargeError as err:
+        raise DataError("image_too_large", path, str(err).removeprefix(f"{path}: ") + " (--max_image_pixels)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError("undecodable_image", path, f"cannot decode image ({err})") from None
 

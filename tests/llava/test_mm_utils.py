@@ -300,3 +300,38 @@ def test_load_image_from_base64_round_trip():
 )
 def test_get_model_name_from_path(path, name):
     assert get_model_name_from_path(path) == name
+
+
+def test_one_image_loader_for_training_serving_and_frame_folders(tmp_path):
+    """A 16-bit PNG is scaled to 8 bits (not clipped) and transparency lands on white, identically in
+    training's loader, the CLI's and the evaluation's frame folders."""
+    import numpy as np
+    from PIL import Image
+
+    from llava.eval.video_io import _load_frame_folder
+    from llava.mm_utils import to_rgb
+    from llava.serve.cli import read_image
+    from llava.train.data import load_image
+
+    deep = np.linspace(0, 65535, 32 * 48).reshape(32, 48).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep16.png")
+    rgba = np.zeros((32, 48, 4), np.uint8)
+    rgba[..., 2] = 255
+    rgba[:, 24:, 3] = 255  # left half transparent
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "alpha.png")
+
+    converted = np.asarray(to_rgb(Image.open(tmp_path / "deep16.png")))
+    assert converted.dtype == np.uint8 and converted[..., 0].max() == 255 and converted[..., 0].min() == 0
+    assert np.abs(converted[..., 0].astype(int) - np.rint(deep / 257)).max() == 0
+    assert 100 < converted.mean() < 155  # a ramp: about half grey, not almost all white
+    for name, expected_left in (("deep16.png", None), ("alpha.png", (255, 255, 255))):
+        path = tmp_path / name
+        trained = np.asarray(load_image(str(path), 10**8))
+        served = np.asarray(read_image(path))
+        folder = tmp_path / f"frames_{name}"
+        folder.mkdir()
+        (folder / "0001.png").write_bytes(path.read_bytes())
+        evaluated = _load_frame_folder(folder, 1, None).frames[0]
+        assert np.array_equal(trained, served) and np.array_equal(trained, evaluated)
+        if expected_left:
+            assert tuple(trained[5, 5]) == expected_left and tuple(trained[5, 40]) == (0, 0, 255)

@@ -253,3 +253,56 @@ def test_flags_that_do_not_fit_together_exit_with_usage(hicom_dir, video):
     with pytest.raises(SystemExit) as exc:
         cli.main(cli_args(hicom_dir, video, "--json"))  # --json without --question
     assert exc.value.code == 2
+
+
+def _one_line_error(capsys, *needles) -> str:
+    captured = capsys.readouterr()
+    err = "\n".join(line for line in captured.err.splitlines()  # log lines and the loading bar aside
+                     if line.strip() and " INFO: " not in line and "Loading weights" not in line)
+    assert captured.out == "" and "Traceback" not in captured.err and err.count("\n") == 0, captured.err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_bad_model_folders_and_oversized_inputs_are_one_line_errors(hicom_dir, video, tmp_path, capsys):
+    import struct
+    import zlib
+
+    half = tmp_path / "half"
+    shutil.copytree(hicom_dir, half)
+    (half / "config.json").write_text((hicom_dir / "config.json").read_text()[:150])  # killed while writing
+    assert cli.main(cli_args(half, video, "--question", "what?")) == cli.EXIT_INPUT_ERROR
+    _one_line_error(capsys, str(half / "config.json"), "not valid JSON")
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(hicom_dir, corrupt)
+    weights = next(corrupt.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:4000])
+    assert cli.main(cli_args(corrupt, video, "--question", "what?")) == cli.EXIT_INPUT_ERROR
+    _one_line_error(capsys, str(corrupt), "cannot load the model weights")
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = tmp_path / "bomb.png"  # a header claiming 20000x20000 pixels (> PIL's 179 MP limit)
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    assert cli.main(["--model-path", str(hicom_dir), "--image-file", str(bomb), "--question", "what?"]) == 2
+    _one_line_error(capsys, str(bomb), "image too large")
+
+    assert cli.main(cli_args(hicom_dir, video, "--num-frames", "3000", "--question", "what?")) == 2
+    _one_line_error(capsys, "visual tokens", "3000 frame(s)", "use fewer --num-frames")
+
+
+def test_export_errors_are_one_line(hicom_dir, tmp_path, capsys):
+    from llava import export
+
+    unknown = tmp_path / "unknown"
+    shutil.copytree(hicom_dir, unknown)
+    config = json.loads((unknown / "config.json").read_text())
+    config["mm_projector_type"] = "no_such_projector"
+    (unknown / "config.json").write_text(json.dumps(config))
+    assert export.main(["--src", str(unknown), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no_such_projector" in err and str(unknown) in err
