@@ -88,7 +88,9 @@ class SiglipTextEncoder(nn.Module):
                     f"the SigLIP tokenizer is read from {self.tokenizer_folder} (the vision tower folder, or the "
                     f"checkpoint's {self.tokenizer_subfolder or 'text tokenizer'} subfolder), which does not exist"
                 )
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_folder)
+            # the text config is handed over: left to itself, AutoTokenizer reads the folder's SigLIP
+            # config and transformers warns about the default text config's special-token ids
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_folder, config=self.text_model.config)
         return self._tokenizer
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:

@@ -170,10 +170,13 @@ def parameter_groups(model, args, decay_names: set[str]) -> list[dict]:
             groups[key] = {"params": [], "lr": lr, "weight_decay": args.weight_decay if decay else 0.0,
                            "name": f"{part}/{'decay' if decay else 'no_decay'}"}
         groups[key]["params"].append(param)
-    for part, flag in learning_rates:
+    trained = {key[0] for key in groups}
+    for flag in dict.fromkeys(flag for _, flag in learning_rates):  # a flag may set several parts' LR
         lr = getattr(args, flag, None)
-        if lr is not None and not any(key[0] == part for key in groups):
-            logger.warning("--%s=%g applies to no trainable parameter (part %s is empty or frozen)", flag, lr, part)
+        flag_parts = [part for part, f in learning_rates if f == flag]
+        if lr is not None and not trained.intersection(flag_parts):
+            logger.warning("--%s=%g applies to no trainable parameter (parts %s are empty or frozen)", flag, lr,
+                           ", ".join(flag_parts))
     for group in groups.values():
         logger.info("optimizer group %-28s %10d params  lr %g", group["name"],
                     sum(getattr(p, "ds_numel", p.numel()) for p in group["params"]), group["lr"])

@@ -41,8 +41,9 @@ run_stage() {
                   --guide_injector_lr "$STAGE2_INJECTOR_LR" --data_path "$STAGE2_DATA"
                   --pretrain_mm_mlp_adapter "$OUT/stage1/mm_projector.bin") ;;
         3) args+=(--version qwen_1_5 --image_aspect_ratio pad --mm_tunable_parts "$STAGE3_TUNABLE"
-                  --mm_vision_tower_lr "${STAGE3_TOWER_LR:-2e-6}" --data_path "$STAGE3_DATA"
-                  --pretrain_mm_mlp_adapter "$OUT/stage2/mm_projector.bin") ;;
+                  --data_path "$STAGE3_DATA" --pretrain_mm_mlp_adapter "$OUT/stage2/mm_projector.bin")
+           # the encoders' LR only when stage 3 trains an encoder part (else the flag sets nothing)
+           [[ "$STAGE3_TUNABLE" != *tower* ]] || args+=(--mm_vision_tower_lr "${STAGE3_TOWER_LR:-2e-6}") ;;
         *) echo "run_stage: stage must be 1, 2 or 3, got '$stage'" >&2; return 1 ;;
     esac
     local ds_config=${DS_CONFIG-scripts/zero3.json}  # DS_CONFIG= (empty) trains without DeepSpeed

@@ -31,7 +31,14 @@ class LegacyKeysMixin:
             out["rope_scaling"] = {"type": rope["rope_type"], "rope_type": rope["rope_type"], **scaling}
         else:
             out["rope_scaling"] = None
-        dtype = out.get("dtype")
+        return out
+
+    def to_diff_dict(self) -> dict:
+        # ``torch_dtype`` is added here, to what ``save_pretrained`` writes, and not in ``to_dict``: the
+        # diff looks every key of ``to_dict`` up as an attribute, and ``config.torch_dtype`` is a
+        # deprecated property that warns on every load.
+        out = super().to_diff_dict()
+        dtype = out.get("dtype", self.dtype)
         if dtype is not None:
             out["torch_dtype"] = str(dtype).replace("torch.", "")
         return out

@@ -1,6 +1,8 @@
 """A tiny LlavaQwenForCausalLM from llava.toy.tiny checkpoints: forward, generate, splicing, round trips."""
 
+import contextlib
 import json
+import logging
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -168,6 +170,27 @@ def test_text_only_sample_consumes_a_dummy_item(loaded, image):
     torch.testing.assert_close(out, plain)
 
 
+@contextlib.contextmanager
+def transformers_warnings():
+    """The messages transformers logs at WARNING or above inside the block."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()  # a warning given once earlier in the process is given again
+    handler = Collect(level=logging.WARNING)
+    hf_logger = logging.getLogger("transformers")
+    hf_logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        hf_logger.removeHandler(handler)
+
+
 def test_save_load_round_trip_and_auto_classes(loaded, video, tmp_path):
     tokenizer, model, _ = loaded
     model.save_pretrained(tmp_path)
@@ -180,7 +203,11 @@ def test_save_load_round_trip_and_auto_classes(loaded, video, tmp_path):
     assert config["mm_vision_tower_config"]["model_type"] == "siglip_vision_model"
 
     ids = prompt_ids(tokenizer, "what happens?")
-    _, reloaded, _, _ = load_pretrained_model(str(tmp_path), None, "whatever-name", device_map="cpu", torch_dtype="float32")
+    with transformers_warnings() as warned:  # the transformers-4 keys we write cost a reader nothing
+        _, reloaded, _, _ = load_pretrained_model(str(tmp_path), None, "whatever-name", device_map="cpu",
+                                                  torch_dtype="float32")
+        repr(reloaded.config)
+    assert warned == []
     with torch.no_grad():
         before = model(input_ids=ids, images=[video], modalities=["video"]).logits
         after = reloaded(input_ids=ids, images=[video], modalities=["video"]).logits

@@ -69,6 +69,24 @@ def test_groups_take_each_parts_learning_rate(hicom_model):
     assert decay and all(g["weight_decay"] == 0.1 for g in decay)
 
 
+def test_a_shared_lr_flag_warns_only_when_it_sets_nothing(hicom_model, caplog):
+    """``--mm_vision_tower_lr`` sets the vision tower's and the text tower's LR: training one of them is
+    enough; training neither is worth one warning naming both."""
+    model, *_ = hicom_model
+    args = SimpleNamespace(learning_rate=1e-5, weight_decay=0.0, mm_projector_lr=None, guide_injector_lr=None,
+                           mm_vision_tower_lr=2e-6)
+    apply_tunable_parts(model, ["mm_mlp_adapter", "text_tower_head"])
+    with caplog.at_level("WARNING", logger="llava.train.tunable"):
+        parameter_groups(model, args, set())
+    assert "applies to no trainable parameter" not in caplog.text
+    apply_tunable_parts(model, ["mm_mlp_adapter"])
+    with caplog.at_level("WARNING", logger="llava.train.tunable"):
+        parameter_groups(model, args, set())
+    warned = [r.getMessage() for r in caplog.records if "applies to no trainable parameter" in r.getMessage()]
+    assert len(warned) == 1 and "mm_vision_tower" in warned[0] and "text_tower" in warned[0]
+    apply_tunable_parts(model, ["mm_mlp_adapter"])
+
+
 def test_unknown_part_is_an_error(hicom_model):
     model, *_ = hicom_model
     with pytest.raises(ValueError, match="no such part"):
