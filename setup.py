@@ -23,7 +23,8 @@ setup(
         "tokenizers>=0.21",
         "sentencepiece>=0.2",
         "protobuf>=4",  # transformers requires it to build the SigLIP tokenizer
-        "decord>=0.6.0",
+        # decord has wheels for x86-64 only; elsewhere (aarch64 / GH200, Apple silicon) PyAV decodes
+        'decord>=0.6.0; platform_machine == "x86_64" or platform_machine == "AMD64"',
         "av>=12",
         "pillow>=10",
         "numpy>=1.26",

@@ -202,6 +202,7 @@ def load_video_frames(
     force_sample: bool = False,
     backend: str = "auto",
     repeat_frames: bool = True,
+    frame_selector: IndexSelector | None = None,
 ) -> DecodedVideo:
     """Decode frames of the video at ``path``.
 
@@ -218,6 +219,8 @@ def load_video_frames(
             decord cannot read (the error then names both failures).
         repeat_frames: with ``num_frames`` and a video shorter than that, repeat frames to return
             exactly ``num_frames`` (the reference behaviour); ``False`` returns every frame once.
+        frame_selector: ``(total_frames, avg_fps) -> indices``, a sampling rule of the caller's own
+            (e.g. a benchmark's time segment) used instead of the ones above.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -246,7 +249,9 @@ def load_video_frames(
     if os.path.isdir(path):
         raise _decode_error(path, "it is a directory, not a video file")
 
-    if num_frames is not None:
+    if frame_selector is not None:
+        select = frame_selector
+    elif num_frames is not None:
 
         def select(total: int, avg_fps: float) -> list[int]:
             return sample_frame_indices(total, num_frames if repeat_frames else min(num_frames, total))

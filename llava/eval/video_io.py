@@ -70,22 +70,18 @@ def load_clip(path: Path, num_frames: int, bound: tuple[float, float] | None = N
     if bound is None:
         video = load_video_frames(path, num_frames=num_frames, backend=backend)
         return Clip(video.frames, tuple(video.frame_times))
-    return _load_segment(path, num_frames, bound)
+    return _load_segment(path, num_frames, bound, backend)
 
 
-def _load_segment(path: Path, num_frames: int, bound: tuple[float, float]) -> Clip:
-    import decord
+def _load_segment(path: Path, num_frames: int, bound: tuple[float, float], backend: str = "auto") -> Clip:
+    """``num_frames`` frames of the segment ``bound`` (seconds), through the same decoders as whole videos
+    (decord, or PyAV where decord is not installed or cannot read the file)."""
 
-    try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        total, fps = len(reader), float(reader.get_avg_fps())
-        if total < 1 or not fps > 0:
-            raise VideoDecodeError(f"cannot decode video '{path}': {total} frames at {fps} fps", path=str(path))
-        indices = bounded_frame_indices(total, fps, num_frames, *bound)
-        frames = reader.get_batch(indices).asnumpy()
-    except (decord.DECORDError, RuntimeError) as err:
-        raise VideoDecodeError(f"cannot decode video '{path}': decord failed ({err})", path=str(path)) from err
-    return Clip(frames, tuple(i / fps for i in indices))
+    def select(total: int, fps: float) -> list[int]:
+        return bounded_frame_indices(total, fps, num_frames, *bound)
+
+    video = load_video_frames(path, backend=backend, frame_selector=select)
+    return Clip(video.frames, tuple(video.frame_times))
 
 
 def _load_frame_folder(folder: Path, num_frames: int, bound: tuple[float, float] | None) -> Clip:

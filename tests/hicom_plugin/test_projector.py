@@ -144,8 +144,10 @@ def test_empty_instruction_for_a_video_is_an_error(paper, video):
     _, model, _, _ = paper
     with pytest.raises(ValueError, match="empty instruction"):
         model.encode_visual_items([video], ["video"], ["   "])
-    # a text-only dummy item has no question, by design
-    model.encode_visual_items([video[:1]], ["text"], [""])
+    # a text-only dummy item has no question, by design: it is encoded, as one visual item
+    with torch.no_grad():
+        encoded = model.encode_visual_items([video[:1]], ["text"], [""])
+    assert len(encoded) == 1 and encoded[0].ndim == 2 and torch.isfinite(encoded[0]).all()
 
 
 def test_long_instructions_are_truncated_with_a_warning(paper, video, caplog):

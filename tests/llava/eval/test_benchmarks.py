@@ -2,6 +2,7 @@
 files, and the frame sampling / subtitle helpers."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -216,3 +217,21 @@ def test_subtitles(sets):
     cues = read_srt(sets["videomme"].subtitle_folder / "vidAAAA0001.srt")
     assert cues == [(0.0, 1.5, "a red ball rolls"), (1.5, 3.0, "the ball stops")]
     assert subtitles_at(cues, [0.5, 1.0, 1.5, 2.0, 9.0]) == "a red ball rolls\na red ball rolls\nthe ball stops"
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav", "no-decord"])
+def test_video_segments_decode_with_either_backend(sets, backend, monkeypatch):
+    """MVBench's time segments read through decord, PyAV, and PyAV chosen automatically where decord is
+    not installed (aarch64 nodes): the same frames."""
+    from llava import video as decoding
+
+    clip = sets["mvbench"].video_folder / "star/Charades_v1_480/clip1.mp4"
+    if backend == "no-decord":
+        decoding._auto_backend.cache_clear()
+        monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` raises ImportError
+        seg = load_clip(clip, 3, bound=(1.0, 2.0))
+        decoding._auto_backend.cache_clear()
+    else:
+        seg = load_clip(clip, 3, bound=(1.0, 2.0), backend=backend)
+    assert decode_frame_indices(seg.frames) == [8, 11, 14]
+    assert seg.times == pytest.approx((1.0, 11 / 8, 14 / 8))

@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -169,11 +168,8 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_weights_depend_on_the_seed_only(tiny_dir, tmp_path):
-    start = time.perf_counter()
     same = tiny.make_all(tmp_path / "same", seed=0, parts=("siglip", "qwen2"))
-    elapsed = time.perf_counter() - start
     other = tiny.make_all(tmp_path / "other", seed=1, parts=("siglip", "qwen2"))
-    assert elapsed < 20
 
     for part, dirname in (("siglip", tiny.SIGLIP_DIRNAME), ("qwen2", tiny.QWEN2_DIRNAME)):
         reference = _weights(tiny_dir / dirname)
@@ -189,15 +185,16 @@ def test_weights_depend_on_the_seed_only(tiny_dir, tmp_path):
 def test_incomplete_part_is_rebuilt_and_force_rebuilds_all(tmp_path):
     folders = tiny.make_all(tmp_path, parts=("siglip", "qwen2"))
     (folders["siglip"] / "model.safetensors").unlink()
-    qwen_stamp = (folders["qwen2"] / "model.safetensors").stat().st_mtime_ns
+    weights = folders["qwen2"] / "model.safetensors"
+    built = weights.read_bytes()
+    weights.write_bytes(built[:-8] + b"\0" * 8)  # complete, but not what the builder wrote
 
     tiny.make_all(tmp_path, parts=("siglip", "qwen2"))
     assert (folders["siglip"] / "model.safetensors").is_file()
-    assert (folders["qwen2"] / "model.safetensors").stat().st_mtime_ns == qwen_stamp
+    assert weights.read_bytes() != built  # a complete part is left as it is
 
-    time.sleep(0.01)
     tiny.make_all(tmp_path, parts=("qwen2",), force=True)
-    assert (folders["qwen2"] / "model.safetensors").stat().st_mtime_ns != qwen_stamp
+    assert weights.read_bytes() == built  # force rebuilds it
     assert sorted(p.name for p in tmp_path.iterdir()) == [tiny.QWEN2_DIRNAME, tiny.SIGLIP_DIRNAME]  # no leftovers
 
 
@@ -216,11 +213,9 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
     }
 
 
-def test_cli_twice_is_idempotent(tmp_path, tiny_parts):
+def test_cli_twice_is_idempotent(tmp_path):
     out = tmp_path / "tiny"
     command = [sys.executable, "-m", "llava.toy.tiny", "--out", str(out)]
-    if tiny_parts != tiny.PARTS:  # only the LLaVA part may be left out, while it cannot be built
-        command += ["--parts", *tiny_parts]
     first = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     before = _snapshot(out)
@@ -229,7 +224,7 @@ def test_cli_twice_is_idempotent(tmp_path, tiny_parts):
     second = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert _snapshot(out) == before
-    assert second.stderr.count("is complete; skipping") == len(tiny_parts)
+    assert second.stderr.count("is complete; skipping") == len(tiny.PARTS)
     assert "built" not in second.stderr
 
 
