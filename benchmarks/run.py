@@ -1,4 +1,4 @@
-"""Runs the benchmarks of issue 8 and writes ``results/<name>.json`` and ``results/latest.md``.
+"""Runs the project's benchmarks and writes ``results/<name>.json`` and ``results/latest.md``.
 
     python -m benchmarks.run                  # all of P1..P5 (<= 10 min on 2 CPU cores)
     python -m benchmarks.run --quick          # small shapes (<= 1 min), into results/quick/
@@ -40,7 +40,7 @@ def parse_ids(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, list]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shapes and one repeat: a smoke run")
     parser.add_argument("--only", type=parse_ids, default=list(IDS), help="comma-separated ids, e.g. P1,P3")
     parser.add_argument("--out", type=Path, default=None,

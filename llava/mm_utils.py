@@ -265,6 +265,13 @@ def pixel_size(pixels: Any) -> tuple[int, int]:
     return first.shape[-1], first.shape[-2]
 
 
+def pixels_to(pixels: Any, **kwargs) -> Any:
+    """An item's pixels (a tensor, or ``{encoder: tensor}``) moved/cast with ``Tensor.to(**kwargs)``."""
+    if isinstance(pixels, dict):
+        return {name: value.to(**kwargs) for name, value in pixels.items()}
+    return pixels.to(**kwargs)
+
+
 def process_video_frames(frames_thwc: Any, image_processor: Any, image_aspect_ratio: str | None) -> torch.Tensor:
     """Video frames ``(T, H, W, 3)`` uint8 -> pixel values ``(T, 3, S, S)``, the same in training,
     evaluation and serving: with ``image_aspect_ratio="pad"`` each frame is padded to a square with the

@@ -510,17 +510,17 @@ def run_ablation(out: Path, tiny: Path, budget: Budget, seeds: list[int], rows: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="playground/demo")
+    parser = argparse.ArgumentParser(prog="python -m hicom_plugin.tools.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="playground/demo", help="folder of the runs, tables and figures")
     parser.add_argument("--tiny", default="playground/tiny", help="tiny checkpoints (built when missing)")
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES),
                         help="budget of data and training: default, or quick (a smoke run)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--rows", nargs="+", default=list(ROW_NAMES), choices=ROW_NAMES)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per row and seed")
+    parser.add_argument("--rows", nargs="+", default=list(ROW_NAMES), choices=ROW_NAMES, help="the rows to run (default: all)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="runs trained side by side (one process each)")
     parser.add_argument("--fresh", action="store_true", help="retrain runs even when their results are cached")
-    parser.add_argument("--no-figures", dest="figures", action="store_false")
+    parser.add_argument("--no-figures", dest="figures", action="store_false", help="skip the PNG figures")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be >= 1")

@@ -40,7 +40,7 @@ INPUT_ERRORS = (QuestionFileError, AnswerFileError, MissingVideoError, JudgeNotC
 
 def add_question_args(parser: argparse.ArgumentParser, kind: str | None = None) -> None:
     names = sorted(n for n, b in BENCHMARKS.items() if kind is None or b.kind == kind)
-    parser.add_argument("--benchmark", required=True, choices=names)
+    parser.add_argument("--benchmark", required=True, choices=names, help="the benchmark's question format and scoring")
     parser.add_argument("--question-file", required=True,
                         help="the benchmark's released question file (or folder of task files); see llava.eval.benchmarks")
     parser.add_argument("--gt-file", default=None,

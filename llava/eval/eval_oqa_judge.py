@@ -349,20 +349,20 @@ def summarise(items: Sequence[JudgeItem], verdicts: Mapping[str, dict], model: s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m llava.eval.eval_oqa_judge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_question_args(parser, "oqa")
     add_answers_args(parser)
     parser.add_argument("--report", default=None, help="write the report as JSON here")
     parser.add_argument("--judge-cache", default=None, help="verdict cache (default: <answers-file>.judge.jsonl)")
-    parser.add_argument("--judge-base-url", default=None)
-    parser.add_argument("--judge-model", default=None)
-    parser.add_argument("--judge-api-key", default=None)
+    parser.add_argument("--judge-base-url", default=None, help="OpenAI-compatible endpoint of the judge model")
+    parser.add_argument("--judge-model", default=None, help="the judge model's name at that endpoint")
+    parser.add_argument("--judge-api-key", default=None, help="API key (default: the environment's OPENAI_API_KEY)")
     parser.add_argument("--judge-temperature", type=float, default=0.0, help="the release used 0.7")
-    parser.add_argument("--judge-max-tokens", type=int, default=256)
-    parser.add_argument("--judge-retries", type=int, default=5)
+    parser.add_argument("--judge-max-tokens", type=int, default=256, help="longest judge reply, in tokens")
+    parser.add_argument("--judge-retries", type=int, default=5, help="attempts per item before it is recorded as failed")
     parser.add_argument("--judge-backoff", type=float, default=2.0, help="seconds before the first retry, doubling")
-    parser.add_argument("--judge-timeout", type=float, default=60.0)
-    parser.add_argument("--judge-workers", type=int, default=4)
+    parser.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--judge-workers", type=int, default=4, help="requests in flight at once")
     parser.add_argument("--skip-failed", action="store_true", help="leave items whose video failed out of the means")
     return parser
 

@@ -150,10 +150,11 @@ def egoschema_submission(questions: Sequence[VideoQuestion], letters: Mapping[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m llava.eval.eval_video_mcqa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_question_args(parser, "mcqa")
     add_answers_args(parser)
-    parser.add_argument("--parser-version", default="legacy", choices=PARSER_VERSIONS)
+    parser.add_argument("--parser-version", default="legacy", choices=PARSER_VERSIONS,
+                        help="how a reply is read as a letter: the release's parsers (legacy) or the current ones")
     parser.add_argument("--skip-failed", action="store_true", help="leave failed items out of the denominators")
     parser.add_argument("--egoschema-random-fallback", type=int, default=None, metavar="SEED",
                         help="reproduce lmms-eval: a seeded random letter where none is read (counted)")

@@ -19,10 +19,11 @@ from .cli import add_question_args, command, questions_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m llava.eval.merge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_question_args(parser)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--allow-partial", action="store_true")
+    parser.add_argument("--output", required=True, help="the merged answers file to write")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="write the merge even when some questions have no answer yet")
     parser.add_argument("inputs", nargs="+", help="chunk answers files, in chunk order")
     return parser
 

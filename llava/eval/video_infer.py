@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.conversation import SeparatorStyle, conv_templates
-from llava.mm_utils import KeywordsStoppingCriteria, frames_to_decode, get_model_name_from_path, tokenizer_image_token
+from llava.mm_utils import (KeywordsStoppingCriteria, frames_to_decode, get_model_name_from_path, pixels_to,
+                             tokenizer_image_token)
 from llava.registry import load_plugins
 from llava.utils import get_chunk, inside_root
 from llava.video import VideoDecodeError
@@ -62,30 +63,35 @@ class LoadedModel:
 
 
 def build_parser(kind: str, max_new_tokens: int, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model-path", required=True)
-    parser.add_argument("--model-base", default=None)
+    command = {"mcqa": "model_video_mcqa", "oqa": "model_video_oqa"}[kind]
+    parser = argparse.ArgumentParser(prog=f"python -m llava.eval.{command}", description=description)
+    parser.add_argument("--model-path", required=True, help="the model folder (HF format, local)")
+    parser.add_argument("--model-base", default=None,
+                        help="the base LLM folder, for an adapter-only (stage 1/2) model path")
     add_question_args(parser, kind)
-    parser.add_argument("--video-folder", required=True)
+    parser.add_argument("--video-folder", required=True, help="the benchmark's video root (paths stay inside it)")
     parser.add_argument("--subtitle-folder", default=None,
                         help="videomme only: add the subtitles shown at the sampled frames (<videoID>.srt)")
     parser.add_argument("--answers-file", required=True, help="JSONL; appended to, and resumed from if it exists")
-    parser.add_argument("--conv-mode", default="qwen_1_5")
+    parser.add_argument("--conv-mode", default="qwen_1_5", help="conversation template (llava.conversation)")
     parser.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE,
                         help=f"{' | '.join(PROMPT_STYLES)} (or an alias a plugin registers): release: the released "
                              "evaluation scripts' prompts; lmms: lmms-eval's default prompts")
-    parser.add_argument("--num-chunks", type=int, default=1)
-    parser.add_argument("--chunk-idx", type=int, default=0)
+    parser.add_argument("--num-chunks", type=int, default=1, help="split the questions into this many chunks")
+    parser.add_argument("--chunk-idx", type=int, default=0, help="the chunk this process answers (0-based)")
     parser.add_argument("--num-frames", type=int, default=32, help="frames sampled per video (no upper limit)")
-    parser.add_argument("--video-backend", default="auto", choices=("auto", "decord", "pyav"))
+    parser.add_argument("--video-backend", default="auto", choices=("auto", "decord", "pyav"),
+                        help="auto: decord when installed, PyAV for what it cannot read")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
-    parser.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
-    parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None, help="nucleus sampling (with --temperature > 0)")
+    parser.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1, help="beam search width")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=int, default=max_new_tokens,
+                        help="longest answer, in tokens")
     parser.add_argument("--seed", type=int, default=0, help="with sampling: each question gets seed(seed, question id)")
     parser.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda:0 ...")
     parser.add_argument("--torch-dtype", default=None, help="float16 / bfloat16 / float32 (default: bf16 on GPU, fp32 on CPU)")
-    parser.add_argument("--attn-implementation", default=None)
+    parser.add_argument("--attn-implementation", default=None,
+                        help="sdpa | flash_attention_2 | eager (default: flash-attn 2 on a GPU when installed, else SDPA)")
     parser.add_argument("--token-reducer", default=None,
                         help="a registered training-free token reducer applied to the checkpoint (default: none)")
     parser.add_argument("--token-reducer-config", default=None, help='JSON of the reducer\'s options, e.g. {"ratio": 0.25}')
@@ -198,7 +204,7 @@ class VideoQA:
         if sample:
             torch.manual_seed(item_seed(self.args.seed, qid))
         out = model.generate(
-            ids, attention_mask=torch.ones_like(ids), images=[pixels.to(device=device, dtype=model.dtype)],
+            ids, attention_mask=torch.ones_like(ids), images=[pixels_to(pixels, device=device, dtype=model.dtype)],
             modalities=["video"], instructions=[instruction], do_sample=sample, temperature=self.args.temperature,
             top_p=self.args.top_p, num_beams=self.args.num_beams, max_new_tokens=self.args.max_new_tokens,
             use_cache=True, pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,

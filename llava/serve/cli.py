@@ -250,14 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-base", default=None,
                         help="the LLM folder a projector-only checkpoint (mm_projector.bin) was trained on")
     parser.add_argument("--model-name", default=None, help="default: the checkpoint folder's name")
-    parser.add_argument("--video-file", default=None)
+    parser.add_argument("--video-file", default=None, help="a video to ask about (any format decord or PyAV reads)")
     parser.add_argument("--image-file", default=None, help="an image, alone or after the video")
     parser.add_argument("--num-frames", type=int, default=None,
                         help=f"frames sampled from the video; default: the checkpoint's num_frames if its config "
                              f"has one, else {DEFAULT_NUM_FRAMES} (no upper limit)")
     parser.add_argument("--conv-mode", default="qwen_1_5", help="a name in llava.conversation.conv_templates")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding")
-    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="longest answer, in tokens")
     parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:1 ...")
     parser.add_argument("--torch-dtype", default=None, choices=TORCH_DTYPES,
                         help="default: bfloat16 on a GPU, float32 on the CPU")

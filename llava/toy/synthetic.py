@@ -21,7 +21,8 @@ names in 600 steps, so both attributes are colors.)
 
 Files (the project's real formats; media paths relative to ``out``):
 
-* ``stage1.json``: alignment captions for images and videos (the human turn is only the placeholder);
+* ``stage1.json``: alignment captions for images and videos (the human turn is only the placeholder),
+  each with ``instances``: the caption's phrase for every tile it drew, in the caption's order;
 * ``stage2.json``: instruction-followed descriptions ("Describe the red tile." -> its centre, place
   and time of appearance), one single-turn record per tile;
 * ``stage3.json``: single-turn instruction data, as LLaVA-OneVision mixes it: the eval's
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (235, 215, 40),
           "purple": (170, 60, 210)}
 # Raised whenever what a seed produces changes, so cached datasets and runs built on them are redone.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 BACKGROUND = 128  # mid-grey: the normalised pixel value 0, so empty patches carry little besides position
 BLOCK = 3  # cells per side of the shared block: the spatial group of a (4, 3, 3) local compressor
 IN_BLOCK = 2  # objects sharing the block; one more stands outside it
@@ -177,9 +178,13 @@ def _listing(words: list[str]) -> str:
 def caption(scene: Scene) -> str:
     """Every tile, in the order of :data:`COLORS`: "A red tile with a blue centre and a green tile with a
     purple centre." """
+    return _listing(caption_instances(scene)).capitalize() + "."
+
+
+def caption_instances(scene: Scene) -> list[str]:
+    """The phrase of every tile, as :func:`caption` names them: ["a red tile with a blue centre", ...]."""
     order = list(COLORS)
-    tiles = sorted(scene.objects, key=lambda o: order.index(o.rim))
-    return _listing([f"a {o.rim} tile with a {o.centre} centre" for o in tiles]).capitalize() + "."
+    return [f"a {o.rim} tile with a {o.centre} centre" for o in sorted(scene.objects, key=lambda o: order.index(o.rim))]
 
 
 def tiles_answer(scene: Scene) -> str:
@@ -248,12 +253,14 @@ def make_dataset(out: str | Path, seed: int = 0, videos: int = 24, images: int =
         scene = sample_scene(rng, 1, cells)
         name = f"images/img_{index:04d}.png"
         _write_png(out / name, render_frame(scene, 0, size, patch))
-        stage1.append({"id": f"img{index}", "image": name, "conversations": [_human("<image>"), _gpt(caption(scene))]})
+        stage1.append({"id": f"img{index}", "image": name, "conversations": [_human("<image>"), _gpt(caption(scene))],
+                       "instances": caption_instances(scene)})
     for index in range(videos):
         scene = sample_scene(rng, frames, cells)
         name = f"videos/vid_{index:04d}.mp4"
         write_video(out / name, render_video(scene, size, patch), fps=fps)
-        stage1.append({"id": f"vid{index}", "video": name, "conversations": [_human("<video>"), _gpt(caption(scene))]})
+        stage1.append({"id": f"vid{index}", "video": name, "conversations": [_human("<video>"), _gpt(caption(scene))],
+                       "instances": caption_instances(scene)})
         for k, obj in enumerate(scene.objects):
             question, answer = describe(obj, scene, cells)
             stage2.append({"id": f"vid{index}_d{k}", "video": name,
@@ -324,13 +331,13 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--videos", type=int, default=24)
-    parser.add_argument("--images", type=int, default=16)
+    parser = argparse.ArgumentParser(prog="python -m llava.toy.synthetic", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder to write the dataset to")
+    parser.add_argument("--seed", type=int, default=0, help="scenes are deterministic given the seed")
+    parser.add_argument("--videos", type=int, default=24, help="training videos")
+    parser.add_argument("--images", type=int, default=16, help="training images")
     parser.add_argument("--eval-videos", type=int, default=0, help="held-out MVBench-layout questions (0: none)")
-    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=16, help="frames per video")
     parser.add_argument("--size", type=int, default=56, help="frame side in pixels")
     parser.add_argument("--patch", type=int, default=8, help="cell side: the vision tower's patch size")
     args = parser.parse_args(argv)

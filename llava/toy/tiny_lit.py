@@ -219,10 +219,10 @@ def make_lit_siglip(tiny: str | Path, settings: LitSettings = LitSettings(), for
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m llava.toy.tiny_lit", description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", default="playground/tiny", help="folder holding siglip-tiny (llava.toy.tiny --out)")
-    parser.add_argument("--steps", type=int, default=LitSettings.steps)
-    parser.add_argument("--seed", type=int, default=LitSettings.seed)
+    parser.add_argument("--steps", type=int, default=LitSettings.steps, help="LiT training steps")
+    parser.add_argument("--seed", type=int, default=LitSettings.seed, help="seed of the text tower and the data")
     parser.add_argument("--force", action="store_true", help="rebuild even when the folder matches")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -129,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="playground/walkthrough", help="where the video and results.json go")
     parser.add_argument("--tiny", default="playground/tiny", help="where the tiny checkpoints are made")
-    parser.add_argument("--num-frames", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--num-frames", type=int, default=8, help="frames sampled from the synthetic video")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="longest answer of the untrained models")
     parser.add_argument("--projector", dest="projectors", action=_ProjectorAction, default=[], metavar="NAME",
                         help="also run the video through a tiny model with this registered projector (repeatable)")
     parser.add_argument("--projector-config", action=_ProjectorConfigAction, metavar="JSON",

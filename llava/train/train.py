@@ -28,7 +28,6 @@ from llava.model.builder import (
 )
 from llava.plugin import aux_losses, declared_for, plugins, sample_fields
 from llava.registry import load_plugins
-from llava.utils import rank0_print
 
 from .arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
 from .data import DATA_REPORT_NAME, DataReport, UnusableDataError, make_supervised_data_module
@@ -150,7 +149,7 @@ def build_training_model(model_args, data_args, training_args, attn_implementati
         model.initialize_vision_tokenizer(model_args, tokenizer)
     if model_args.mm_tunable_parts:
         counts = apply_tunable_parts(model, model_args.mm_tunable_parts.split(","))
-        rank0_print("tunable parts: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items()))
+        logger.info("tunable parts: %s", ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in counts.items()))
     else:
         apply_legacy_flags(model, model_args, training_args)
     for key in ("mm_tunable_parts",):
@@ -161,7 +160,7 @@ def build_training_model(model_args, data_args, training_args, attn_implementati
         setattr(model.config, key, getattr(training_args, key))
     trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
     total = sum(_numel(p) for p in model.parameters())
-    rank0_print(f"trainable parameters: {trainable / 1e6:.2f}M of {total / 1e6:.2f}M")
+    logger.info("trainable parameters: %.2fM of %.2fM", trainable / 1e6, total / 1e6)
     if training_args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     return model, tokenizer
@@ -233,7 +232,7 @@ def train(attn_implementation: str | None = None, argv: list[str] | None = None,
                            **data_module)
     resume = training_args.resume_from_checkpoint or find_resume_checkpoint(training_args.output_dir)
     if resume:
-        rank0_print(f"resuming from {resume}")
+        logger.info("resuming from %s", resume)
         trainer.load_data_report(resume)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
