@@ -255,6 +255,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
 def render_latest(out_dir: Path) -> Path:
     """``out_dir/latest.md`` from every ``*.json`` there, ordered by id: table, then notes and machines."""
     runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+    runs = [run for run in runs if isinstance(run, dict) and "records" in run]  # other benchmarks' own files
     runs.sort(key=lambda run: min((r["id"] for r in run["records"]), default="P9"))
     records = [r for run in runs for r in run["records"]]
     parts = ["# Benchmark results", ""]

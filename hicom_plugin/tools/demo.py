@@ -30,6 +30,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -164,10 +165,10 @@ def stage_argv(stage: int, env: dict[str, str], extra: list[str]) -> list[str]:
     result = subprocess.run(["bash", str(script), *extra], cwd=REPO, env=env, capture_output=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{script} failed ({result.returncode}): {result.stderr.decode(errors='replace')[-2000:]}")
-    words = [w.decode() for w in result.stdout.split(b"\0")[:-1]]
-    if not words or not words[0].endswith("train_mem.py"):
+    words = shlex.split(result.stdout.decode())
+    if len(words) < 2 or not words[1].endswith("train_mem.py"):
         raise RuntimeError(f"{script} with LAUNCHER=print printed no train_mem.py command: {words[:3]}")
-    return words[1:]
+    return words[2:]
 
 
 def _stage_env(job: dict, run_dir: Path) -> dict[str, str]:

@@ -4,8 +4,9 @@
 #   LAUNCHER=torchrun  (default) torchrun over NUM_GPUS x NNODES; set NNODES, RANK, ADDR, PORT per node
 #   LAUNCHER=deepspeed DeepSpeed's launcher; HOSTFILE=path for several nodes (its hostfile format)
 #   LAUNCHER=python    one process (debugging)
-#   LAUNCHER=print     print the command line (train_mem.py ARGS, each followed by a NUL byte) instead
-#                      of running it; hicom_plugin.tools.demo trains in-process with exactly these flags
+#   LAUNCHER=print     print the command line instead of running it: one line, shell-quoted, to read or
+#                      paste (Python reads it back with shlex.split; hicom_plugin.tools.demo trains
+#                      in-process with exactly these flags)
 #
 # GLOBAL_BATCH / (world size x PER_DEVICE_BATCH) gives --gradient_accumulation_steps.
 set -euo pipefail
@@ -39,7 +40,8 @@ launch() {
         python)
             "$PYTHON" llava/train/train_mem.py "$@" ;;
         print)
-            printf '%s\0' llava/train/train_mem.py "$@" ;;
+            printf '%q ' "$PYTHON" llava/train/train_mem.py "$@"
+            echo ;;
         *)
             echo "LAUNCHER must be torchrun, deepspeed, python or print, got '$LAUNCHER'" >&2
             return 1 ;;

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 
 import pytest
@@ -18,9 +19,9 @@ PARTS = {"stage1_pretrain": "bvllm_selector,bvllm_linears", "stage2_sampler": "m
 def printed_argv(scale: str, stage: str) -> list[str]:
     out = subprocess.run(["bash", str(SCRIPTS / scale / f"{stage}.sh")], cwd=REPO, capture_output=True, check=True,
                          env={"PATH": "/usr/bin:/bin", "LAUNCHER": "print"}).stdout.decode()
-    argv = out.split("\0")[:-1]
-    assert argv[0] == "llava/train/train_mem.py"
-    return argv[1:]
+    argv = shlex.split(out)
+    assert argv[1] == "llava/train/train_mem.py"
+    return argv[2:]
 
 
 @pytest.mark.parametrize("scale", ["tiny", "qwen2_7B"])

@@ -6,6 +6,7 @@ instruction recovered from ``input_ids``) and export + reload."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 
 import pytest
@@ -25,7 +26,7 @@ def script_argv(stage: int, env: dict) -> list[str]:
     """The flags the stage script passes to ``train_mem.py`` (its ``LAUNCHER=print`` output)."""
     printed = subprocess.run(["bash", str(SCRIPTS / STAGES[stage])], cwd=REPO, capture_output=True, check=True,
                              env={**env, "LAUNCHER": "print", "DS_CONFIG": ""}).stdout.decode()
-    return printed.split("\0")[1:-1]
+    return shlex.split(printed)[2:]
 
 
 @pytest.fixture(scope="module")
