@@ -36,7 +36,7 @@ from .multimodal_projector.builder import build_vision_projector, projector_want
 from .splicing import SplicedBatch, splice_visual_tokens
 from .token_reduction import TokenReducer, build_token_reducer, llm_reduction
 from .visual import ProjectorOutput, VisualBatch
-from .weights import read_tensor_file
+from .weights import read_tensor_file, readable_weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ class LlavaMetaModel:
         records it in the config (``mm_token_reducer``, ``mm_token_reducer_config``). A reducer has no
         weights: it lives outside the module tree, so checkpoints and parameter groups ignore it."""
         reducer = build_token_reducer(name, options)
+        if reducer is not None:
+            reducer.attach(self)
+        previous = self.get_token_reducer()
+        if previous is not None:
+            previous.detach()
         self.__dict__["token_reducer"] = reducer
         for key, value in (("mm_token_reducer", name), ("mm_token_reducer_config", reducer and reducer.options())):
             if reducer is not None:
@@ -152,6 +157,32 @@ def _loads_itself(root: nn.Module, key: str) -> bool:
     return False
 
 
+def spatial_pool(image_feature: torch.Tensor, stride: int, mode: str) -> torch.Tensor:
+    """OneVision's per-frame pooling: ``(T, H*W, C)`` -> ``(T, h*w, C)`` with ``mode`` (``mm_spatial_pool_mode``:
+    average, max or bilinear) and ``stride``; also pools per-patch maps (scores, keys) the same way."""
+    frames, tokens, dim = image_feature.shape
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"get_2dPool needs a square patch grid, got {tokens} tokens per frame")
+    grid = image_feature.view(frames, side, side, dim).permute(0, 3, 1, 2)
+    if mode == "average":
+        grid = F.avg_pool2d(grid, stride)
+    elif mode == "max":
+        grid = F.max_pool2d(grid, stride)
+    elif mode == "bilinear":
+        size = math.ceil(side / stride)
+        grid = F.interpolate(grid, size=(size, size), mode="bilinear")
+    else:
+        raise ValueError(f"mm_spatial_pool_mode {mode!r} is not one of average, max, bilinear")
+    return grid.permute(0, 2, 3, 1).reshape(frames, -1, dim)
+
+
+def pool_stride(config) -> int:
+    """``config.mm_spatial_pool_stride`` (2 when unset)."""
+    stride = getattr(config, "mm_spatial_pool_stride", None)
+    return int(stride) if stride else 2
+
+
 def _as_item_list(images, modalities) -> tuple[list[torch.Tensor], list[str]]:
     """Normalises ``images`` to a list of ``(T,3,S,S)`` tensors with one modality each.
 
@@ -213,28 +244,17 @@ class LlavaMetaForCausalLM(ABC):
         """Upstream helper: ``(N,3,S,S)`` -> token-wise projected ``(N, H*W, D)``."""
         return self.get_model().mm_projector(self.get_vision_tower()(images))
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save, with the weight files as readable as the rest of the folder."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        readable_weight_files(save_directory)
+
     def get_2dPool(self, image_feature: torch.Tensor, stride: int = 2) -> torch.Tensor:
         """``(T, H*W, D)`` -> ``(T, h*w, D)`` pooled per frame with ``config.mm_spatial_pool_mode``."""
-        frames, tokens, dim = image_feature.shape
-        side = math.isqrt(tokens)
-        if side * side != tokens:
-            raise ValueError(f"get_2dPool needs a square patch grid, got {tokens} tokens per frame")
-        grid = image_feature.view(frames, side, side, dim).permute(0, 3, 1, 2)
-        mode = getattr(self.config, "mm_spatial_pool_mode", "bilinear")
-        if mode == "average":
-            grid = F.avg_pool2d(grid, stride)
-        elif mode == "max":
-            grid = F.max_pool2d(grid, stride)
-        elif mode == "bilinear":
-            size = math.ceil(side / stride)
-            grid = F.interpolate(grid, size=(size, size), mode="bilinear")
-        else:
-            raise ValueError(f"mm_spatial_pool_mode {mode!r} is not one of average, max, bilinear")
-        return grid.permute(0, 2, 3, 1).reshape(frames, -1, dim)
+        return spatial_pool(image_feature, stride, getattr(self.config, "mm_spatial_pool_mode", "bilinear"))
 
     def _pool_stride(self) -> int:
-        stride = getattr(self.config, "mm_spatial_pool_stride", None)
-        return int(stride) if stride else 2
+        return pool_stride(self.config)
 
     def _tokenwise_item(self, feats: torch.Tensor, modality: str) -> torch.Tensor:
         """Projected features of one item ``(T, H*W, D)`` -> its LLM tokens ``(L, D)``."""

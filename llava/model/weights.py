@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -23,6 +24,16 @@ def _weight_files(folder: Path) -> list[Path]:
         if (folder / name).is_file():
             return [folder / name]
     raise FileNotFoundError(f"{folder}: no model.safetensors, pytorch_model.bin or shard index")
+
+
+def readable_weight_files(folder: str | os.PathLike) -> None:
+    """Gives the ``*.safetensors`` files in ``folder`` the permissions of any other file written there
+    (``0o666`` less the umask): safetensors writes them ``0600``, so a shared checkpoint folder would have
+    weights only their writer can read next to world-readable configs."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in Path(folder).glob("*.safetensors"):
+        os.chmod(path, 0o666 & ~mask)
 
 
 def read_tensor_file(path: Path) -> dict[str, torch.Tensor]:

@@ -37,6 +37,7 @@ from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM, Siglip
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
 from llava.model.multimodal_encoder.siglip_processor import SigLipImageProcessor
+from llava.model.weights import readable_weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ def make_tiny_siglip(out_dir: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         model = SiglipModel(tiny_siglip_config(vocab_size))
     model.save_pretrained(out)
+    readable_weight_files(out)
     image_size = SIGLIP_VISION_DIMS["image_size"]
     SigLipImageProcessor(size=image_size).save_pretrained(out)
     logger.info("tiny SigLIP: text vocab %d, %d px images, seed %d", vocab_size, image_size, seed)
@@ -338,6 +340,7 @@ def make_tiny_qwen2(out_dir: str | Path, seed: int = 0) -> Path:
         bos_token_id=endoftext_id, eos_token_id=[im_end_id, endoftext_id], pad_token_id=endoftext_id, do_sample=False
     )
     model.save_pretrained(out)
+    readable_weight_files(out)
     tokenizer.save_pretrained(out)
     logger.info("tiny Qwen2: %d tokens, %d embedding rows, seed %d", len(tokenizer), config.vocab_size, seed)
     return out

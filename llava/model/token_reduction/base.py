@@ -127,6 +127,16 @@ class TokenReducer(nn.Module):
     #: layer K-1 and prunes from layer K, i.e. ``llm_attention_layer = llm_layer - 1``.
     llm_attention_layer: int | None = None
 
+    # ------------------------------------------------------------------ selection
+
+    def attach(self, model: nn.Module) -> None:
+        """Called when the reducer is selected on ``model`` (the ``LlavaMetaModel``). A reducer that reads
+        the vision tower's internals (attention maps) installs its hooks here, and raises ``ValueError``
+        naming what is missing when the tower cannot give them. Default: nothing."""
+
+    def detach(self) -> None:
+        """Called when another reducer, or none, replaces this one: removes what :meth:`attach` installed."""
+
     # ------------------------------------------------------------------ (a) and (b)
 
     def reduce_features(self, batch: VisualBatch) -> VisualBatch:

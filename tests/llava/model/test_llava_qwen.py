@@ -196,6 +196,8 @@ def test_save_load_round_trip_and_auto_classes(loaded, video, tmp_path):
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
+    # the weights are as readable as the config next to them (safetensors writes 0600)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == (tmp_path / "config.json").stat().st_mode & 0o777
     assert config["model_type"] == "llava_qwen"
     assert config["architectures"] == ["LlavaQwenForCausalLM"]
     assert config["rope_theta"] == config["rope_parameters"]["rope_theta"]

@@ -237,3 +237,9 @@ def test_llava_folder_is_assembled_from_the_tiny_parts(tiny_dir, tiny_llava_dir)
     assert config["mm_projector_type"] == "mlp2x_gelu"
     assert Path(config["mm_vision_tower"]) == (tiny_dir / tiny.SIGLIP_DIRNAME).resolve()
     assert config["hidden_size"] == tiny.QWEN2_DIMS["hidden_size"]
+
+
+def test_weight_files_are_as_readable_as_the_configs(tiny_dir):
+    for dirname in (tiny.SIGLIP_DIRNAME, tiny.QWEN2_DIRNAME, tiny.LLAVA_QWEN_DIRNAME):
+        folder = tiny_dir / dirname
+        assert (folder / "model.safetensors").stat().st_mode & 0o777 == (folder / "config.json").stat().st_mode & 0o777
