@@ -1,2 +1,2 @@
-"""Training-free visual token reducers (FastV, VisionZip, DyCoke, PruneVid, FastVID, VidCom2, ToMe, pooling ...)
-as plugins of the LLaVA-OneVision-compatible core."""
+"""Training-free visual-token reducers (pooling baselines, random drop, ToMe, VidCom2, DyCoke-TTM, VisionZip,
+FastVID, FastV) as a plugin of the LLaVA-OneVision-compatible core; see ``README.md`` and ``plugin.py``."""
