@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# DisCo stage 1 (qwen2.5_7B) - caption alignment: resampler + VCD/TFC heads train with LM + VCD + TFC losses.
+# Settings: qwen2.5_7B/settings.sh (override any from the environment). Run from the repository root.
+set -euo pipefail
+here=$(dirname "$0")
+source "$here/settings.sh"
+source "$here/../disco_stages.sh"
+run_stage 1 "$@"
