@@ -19,10 +19,11 @@ T = 1 path: one slot of ``min(R, θ)`` tokens.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from llava.plugin import OptionsMixin
 
 BUDGET_MODES = ("upper_bound", "exact")
 DESCRIPTORS = ("mean", "first_token")
@@ -38,7 +39,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 
 @dataclass(frozen=True)
-class BVLLMConfig:
+class BVLLMConfig(OptionsMixin):
     """Options of :class:`bvllm_plugin.projector.BVLLMProjector`. Defaults are the ``"paper"`` preset.
 
     Attributes:
@@ -169,27 +170,6 @@ class BVLLMConfig:
             return float(self.gumbel_tau)
         progress = min(1.0, step / self.tau_anneal_steps)
         return float(self.gumbel_tau + (self.gumbel_tau_final - self.gumbel_tau) * progress)
-
-    # ------------------------------------------------------------------ (de)serialisation
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BVLLMConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"BVLLMConfig: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> BVLLMConfig:
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"BVLLMConfig: unknown fields {unknown}; known fields: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
 
 
 PRESETS: dict[str, BVLLMConfig] = {

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llava.plugin import ParamGroup, Plugin, register_plugin
+from llava.plugin import ParamGroup, Plugin, json_flag, register_plugin
 
 #: Subfolder of an exported model holding the Q-Former tokenizer.
 QFORMER_TOKENIZER_DIR = "qformer_tokenizer"
@@ -42,10 +42,7 @@ def config_from_args(model_args, data_args, training_args) -> dict:
     values = {"bvllm_preset": model_args.bvllm_preset, "bvllm_qformer_tokenizer": model_args.bvllm_qformer_tokenizer,
               "bvllm_qformer_init": model_args.bvllm_qformer_init}
     if model_args.bvllm_overrides:
-        try:
-            values["bvllm_overrides"] = json.loads(model_args.bvllm_overrides)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--bvllm_overrides is not valid JSON ({err.msg}): {model_args.bvllm_overrides!r}") from None
+        values["bvllm_overrides"] = json_flag(model_args.bvllm_overrides, "bvllm_overrides")
     return values
 
 

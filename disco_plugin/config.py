@@ -13,9 +13,10 @@ Presets (``PRESETS``):
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from llava.plugin import OptionsMixin
 
 VCD_NEGATIVES = ("video", "batch")
 TFC_TOKENS = ("all", "matched")
@@ -33,7 +34,7 @@ def _check_positive(name: str, value: Any) -> None:
 
 
 @dataclass(frozen=True)
-class DiscoConfig:
+class DiscoConfig(OptionsMixin):
     """Options of :class:`disco_plugin.resampler.DiscoResampler` and its losses.
 
     Attributes:
@@ -123,28 +124,6 @@ class DiscoConfig:
     def max_instances(self) -> int:
         """Instances an item may name (one group each)."""
         return self.num_groups
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["fill_single_instance"] = list(self.fill_single_instance)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DiscoConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"DiscoConfig: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> DiscoConfig:
-        """A copy with some fields changed (validated again)."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"DiscoConfig: unknown fields {unknown}; known fields: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
 
 
 PRESETS: dict[str, DiscoConfig] = {

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from transformers import AutoTokenizer, SiglipTextConfig, SiglipTextModel
 
-from llava.model.weights import config_fields, load_part_strictly, read_json
+from llava.model.multimodal_encoder.siglip_text import SiglipTextTower, read_siglip_text_config
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +55,16 @@ def parse_instances(value: Any) -> list[str]:
 
 def read_text_config(folder: str | Path) -> dict:
     """The ``text_config`` of a SigLIP folder; an error naming the folder when it has none."""
-    config_file = Path(folder) / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"VCD needs SigLIP's text tower, but {folder} has no config.json "
-                                "(pass --text_tower, or turn VCD off)")
-    raw = read_json(config_file)
-    if raw.get("model_type") != "siglip" or not raw.get("text_config"):
-        raise ValueError(f"VCD needs SigLIP's text tower, but {config_file} is not a SigLIP checkpoint with one "
-                         f"(model_type {raw.get('model_type')!r}); pass --text_tower, or turn VCD off")
-    return dict(raw["text_config"])
+    try:
+        return read_siglip_text_config(folder)
+    except (FileNotFoundError, ValueError) as err:
+        raise type(err)(f"VCD needs SigLIP's text tower: {err} (pass --text_tower, or turn VCD off)") from None
 
 
-class InstanceEncoder(nn.Module):
+class InstanceEncoder(SiglipTextTower):
     """SigLIP's text tower (``text_model.*``), frozen: phrases -> pooled ``(N, D_text)`` embeddings.
+    Construction, loading and the tokenizer (shipped in :data:`TOKENIZER_DIR` of an export):
+    :class:`SiglipTextTower`.
 
     Args:
         folder: the SigLIP checkpoint folder.
@@ -79,46 +74,9 @@ class InstanceEncoder(nn.Module):
     """
 
     def __init__(self, folder: str | None, text_config: dict | None = None, delay_load: bool = False) -> None:
-        super().__init__()
         if folder is None and text_config is None:
             raise ValueError("VCD needs SigLIP's text tower: no --text_tower / vision tower folder to read it from")
-        self.folder = folder
-        self.tokenizer_folder = folder
-        self.text_config = dict(text_config) if text_config else read_text_config(folder)
-        config = SiglipTextConfig(**config_fields(self.text_config))
-        self.text_model = SiglipTextModel(config)
-        self.text_model.requires_grad_(False)
-        self.max_length = config.max_position_embeddings
-        self._tokenizer = None
-        self.is_loaded = False
-        if not delay_load:
-            self.load_model()
-
-    @property
-    def hidden_size(self) -> int:
-        return self.text_model.config.hidden_size
-
-    def load_model(self, device_map=None) -> None:
-        if self.is_loaded:
-            return
-        load_part_strictly(self.text_model, self.folder, "text_model.", "text tower")
-        self.text_model.requires_grad_(False)
-        self.is_loaded = True
-
-    def set_checkpoint_folder(self, folder: str | Path) -> None:
-        """An exported model carries the tokenizer in :data:`TOKENIZER_DIR`."""
-        if (Path(folder) / TOKENIZER_DIR).is_dir():
-            self.tokenizer_folder = str(Path(folder) / TOKENIZER_DIR)
-            self._tokenizer = None
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            if not self.tokenizer_folder or not Path(self.tokenizer_folder).is_dir():
-                raise FileNotFoundError(f"the SigLIP tokenizer of the VCD instance encoder is read from "
-                                        f"{self.tokenizer_folder}, which does not exist")
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_folder)
-        return self._tokenizer
+        super().__init__(folder, text_config or read_text_config(folder), delay_load, tokenizer_subfolder=TOKENIZER_DIR)
 
     @torch.no_grad()
     def forward(self, phrases: list[str]) -> torch.Tensor:

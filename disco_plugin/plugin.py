@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llava.plugin import AuxLoss, ParamGroup, Plugin, SampleField, register_plugin
+from llava.plugin import AuxLoss, ParamGroup, Plugin, SampleField, json_flag, register_plugin
 
 from .instances import TOKENIZER_DIR, parse_instances
 from .projector import TFC, VCD
@@ -37,10 +37,7 @@ def config_from_args(model_args, data_args, training_args) -> dict:
     """The keys ``disco_config_from`` resolves when the projector is built."""
     values = {"disco_preset": model_args.disco_preset}
     if model_args.disco_overrides:
-        try:
-            values["disco_overrides"] = json.loads(model_args.disco_overrides)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--disco_overrides is not valid JSON ({err.msg}): {model_args.disco_overrides!r}") from None
+        values["disco_overrides"] = json_flag(model_args.disco_overrides, "disco_overrides")
     return values
 
 

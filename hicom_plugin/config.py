@@ -19,12 +19,13 @@ Two presets exist (``PRESETS``):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from llava.plugin import OptionsMixin
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 
 @dataclass(frozen=True)
-class HIComConfig:
+class HIComConfig(OptionsMixin):
     """Options of :class:`hicom_plugin.HIComCompressor`. Defaults are the ``"paper"`` preset.
 
     Attributes:
@@ -242,31 +243,6 @@ class HIComConfig:
             kt = self.temporal_kernel(t, modality)
             n_local = math.ceil(t / kt) * math.ceil(h / kh) * math.ceil(w / kw)
         return n_local + self.num_global_queries
-
-    # ---- serialisation -----------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (the kernel becomes a list)."""
-        out = dataclasses.asdict(self)
-        if out["local_kernel"] is not None:
-            out["local_kernel"] = list(out["local_kernel"])
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HIComConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"HIComConfig.from_dict: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> HIComConfig:
-        """A copy with some fields changed (validated again)."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"HIComConfig.replace: unknown fields {unknown}; known fields: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
 
 
 def num_attention_heads(dim: int, head_dim: int) -> int:

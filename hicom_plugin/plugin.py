@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llava.plugin import ParamGroup, Plugin, register_plugin
+from llava.plugin import ParamGroup, Plugin, json_flag, register_plugin
 
 #: Subfolder of an exported model holding the instruction tokenizer (``config.hicom_text_tokenizer``).
 TEXT_TOKENIZER_DIR = "text_tokenizer"
@@ -39,10 +39,7 @@ def config_from_args(model_args, data_args, training_args) -> dict:
     """The keys ``hicom_config_from`` resolves when the projector is built."""
     values = {"hicom_preset": model_args.hicom_preset, "use_guide": model_args.use_guide}
     if model_args.hicom_overrides:
-        try:
-            values["hicom_overrides"] = json.loads(model_args.hicom_overrides)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--hicom_overrides is not valid JSON ({err.msg}): {model_args.hicom_overrides!r}") from None
+        values["hicom_overrides"] = json_flag(model_args.hicom_overrides, "hicom_overrides")
     return values
 
 

@@ -10,88 +10,24 @@ logged.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, SiglipTextConfig, SiglipTextModel
 
-from llava.model.weights import config_fields, load_part_strictly, read_json
+from llava.model.multimodal_encoder.siglip_text import SiglipTextTower, read_siglip_text_config
 
 logger = logging.getLogger(__name__)
 
-def read_siglip_text_config(folder: str | Path) -> dict:
-    """The text part of a ``siglip`` folder's config.json, as a dict."""
-    config_file = Path(folder) / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"text tower folder {folder} has no config.json")
-    raw = read_json(config_file)
-    if raw.get("model_type") != "siglip" or not raw.get("text_config"):
-        raise ValueError(f"{config_file}: not a SigLIP checkpoint with a text tower (model_type {raw.get('model_type')!r})")
-    return dict(raw["text_config"])
+__all__ = ["SiglipTextEncoder", "read_siglip_text_config"]
 
 
-class SiglipTextEncoder(nn.Module):
-    """Frozen-by-default SigLIP text tower with its tokenizer.
-
-    Args:
-        folder: the SigLIP checkpoint folder (the vision tower's).
-        text_config: the stored text config (rebuilds without the folder; weights come from the
-            LLaVA checkpoint), or ``None`` to read it from ``folder``.
-        delay_load: build the structure only.
-    """
-
-    def __init__(self, folder: str, text_config: dict | None = None, delay_load: bool = False,
-                 tokenizer_subfolder: str | None = None):
-        super().__init__()
-        self.folder = folder
-        # an exported checkpoint carries the SigLIP tokenizer in a subfolder of its own folder
-        self.tokenizer_subfolder = tokenizer_subfolder
-        self.tokenizer_folder = folder
-        self.text_config = dict(text_config) if text_config else read_siglip_text_config(folder)
-        config = SiglipTextConfig(**config_fields(self.text_config))
-        self.text_model = SiglipTextModel(config)
-        self.text_model.requires_grad_(False)
-        self.max_length = config.max_position_embeddings
-        self._tokenizer = None
-        self.is_loaded = False
-        if not delay_load:
-            self.load_model()
-
-    @property
-    def hidden_size(self) -> int:
-        return self.text_model.config.hidden_size
-
-    def load_model(self, device_map=None) -> None:
-        """Loads the text tower weights from ``folder`` (every tensor must be present)."""
-        if self.is_loaded:
-            return
-        load_part_strictly(self.text_model, self.folder, "text_model.", "text tower")
-        self.text_model.requires_grad_(False)
-        self.is_loaded = True
+class SiglipTextEncoder(SiglipTextTower):
+    """The SigLIP text tower (frozen by default) as HICom's instruction encoder: ids -> pooled, token-level
+    embeddings and mask. Construction, loading and the tokenizer: :class:`SiglipTextTower`."""
 
     def head_parameters(self) -> list[nn.Parameter]:
         """The output projection into the joint image-text space (what ``text_tower_head`` trains)."""
         return list(self.text_model.head.parameters())
-
-    def set_checkpoint_folder(self, folder: str | Path) -> None:
-        """Called when the model is loaded from ``folder``: use its tokenizer subfolder if it has one."""
-        if self.tokenizer_subfolder and (Path(folder) / self.tokenizer_subfolder).is_dir():
-            self.tokenizer_folder = str(Path(folder) / self.tokenizer_subfolder)
-            self._tokenizer = None
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            if not Path(self.tokenizer_folder).is_dir():
-                raise FileNotFoundError(
-                    f"the SigLIP tokenizer is read from {self.tokenizer_folder} (the vision tower folder, or the "
-                    f"checkpoint's {self.tokenizer_subfolder or 'text tokenizer'} subfolder), which does not exist"
-                )
-            # the text config is handed over: left to itself, AutoTokenizer reads the folder's SigLIP
-            # config and transformers warns about the default text config's special-token ids
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_folder, config=self.text_model.config)
-        return self._tokenizer
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """``(B, max_length)`` ids, max-length padded and truncated like SigLIP training."""

@@ -40,6 +40,8 @@ The core reads these declarations and never a method's name:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -161,5 +163,50 @@ def declared_for(module, attribute: str, declared: Mapping[str, Any], what: str)
     return [declared[name] for name in wanted]
 
 
-__all__ = ["AuxLoss", "ParamGroup", "Plugin", "SampleField", "aux_losses", "declared_for", "list_plugins", "param_groups",
-           "part_aliases", "plugins", "register_plugin", "sample_fields"]
+def json_flag(text: str | None, flag: str) -> Any:
+    """The JSON value of a command-line flag (``--my_overrides '{"k": 1}'``), ``None`` when not given;
+    invalid JSON is a ``ValueError`` naming the flag and its text."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--{flag} is not valid JSON ({err.msg}): {text!r}") from None
+
+
+class OptionsMixin:
+    """``to_dict`` / ``from_dict`` / ``replace`` for a plugin's dataclass of options (what its projector
+    stores in ``config.json``): unknown keys are an error naming the class and the known keys, missing
+    ones take the defaults, and ``replace`` builds (and so validates) a new instance."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        cls._check_names(data, "keys")
+        return cls(**data)
+
+    def replace(self, **changes: Any):
+        self._check_names(changes, "fields")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def _check_names(cls, given: Mapping[str, Any], what: str) -> None:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown {what} {unknown}; known {what}: {sorted(known)}")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly: tuples become lists (recursively), nested option dataclasses dicts."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+__all__ = ["AuxLoss", "OptionsMixin", "ParamGroup", "Plugin", "SampleField", "aux_losses", "declared_for", "json_flag",
+           "list_plugins", "param_groups", "part_aliases", "plugins", "register_plugin", "sample_fields"]

@@ -8,8 +8,9 @@ are these fields.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+
+from llava.plugin import OptionsMixin
 
 #: fusion -> what it does; every one but ``concat`` keeps ``t*h*w`` tokens for any number of encoders
 FUSIONS = {
@@ -21,7 +22,7 @@ FUSIONS = {
 
 
 @dataclass(frozen=True)
-class MERVConfig:
+class MERVConfig(OptionsMixin):
     """Options of :class:`merv_plugin.projector.MERVProjector`; defaults are ``merv-base``.
 
     Attributes:
@@ -54,17 +55,6 @@ class MERVConfig:
     def num_tokens(self, frames: int, modality: str, num_encoders: int) -> int:
         count = self.slots(frames, modality) * self.grid[1] * self.grid[2]
         return count * num_encoders if self.fusion == "concat" else count
-
-    def to_dict(self) -> dict:
-        return {"grid": list(self.grid), "fusion": self.fusion, "query_dim": self.query_dim}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> MERVConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"merv_config has unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 def parse_grid(text: str) -> list[int | None]:

@@ -148,7 +148,7 @@ def test_vcd_without_a_text_tower_fails_at_build(tiny_dir, tmp_path):
     (vision_only / "config.json").write_text(json.dumps({**raw["vision_config"], "model_type": "siglip_vision_model"}))
     config = _config(tiny_dir)
     config.mm_vision_tower = str(vision_only)
-    with pytest.raises(ValueError, match=r"VCD needs SigLIP's text tower, but .*vision-only.*config.json"):
+    with pytest.raises(ValueError, match=r"VCD needs SigLIP's text tower: .*vision-only.*config.json: not a SigLIP checkpoint"):
         DiscoProjector(config)
     config = _config(tiny_dir)
     config.mm_vision_tower = str(tmp_path / "nowhere")
