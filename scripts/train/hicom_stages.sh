@@ -25,16 +25,10 @@ run_stage() {
         --mm_projector_type hicom --hicom_preset "$PRESET" --mm_vision_select_layer -2
         --mm_use_im_start_end False --mm_use_im_patch_token False
         --image_folder "$FOLDER" --video_folder "$FOLDER" --num_frames "$FRAMES"
-        --output_dir "$OUT/stage$stage" --num_train_epochs "${EPOCHS:-1}"
-        --per_device_train_batch_size "$per_device"
-        --gradient_accumulation_steps "$(grad_accum "${!batch_var}" "$per_device")"
-        --learning_rate "${!lr_var}" --weight_decay 0. --warmup_ratio "${WARMUP_RATIO:-0.03}"
-        --lr_scheduler_type cosine --logging_steps 1
-        --save_strategy steps --save_steps "${SAVE_STEPS:-500}" --save_total_limit 2
-        --model_max_length "${MAX_LENGTH:-4096}" --gradient_checkpointing True
-        --dataloader_num_workers "${WORKERS:-8}" --report_to "${REPORT_TO:-tensorboard}"
-        --run_name "${RUN_NAME:-hicom}-stage$stage"
     )
+    stage_args "$OUT/stage$stage" "${RUN_NAME:-hicom}-stage$stage" "${!batch_var}" "$per_device" "${!lr_var}" 0. \
+        4096 500 8
+    args+=("${STAGE_ARGS[@]}")
     case "$stage" in
         1) args+=(--version plain --use_guide off --mm_tunable_parts mm_mlp_adapter --data_path "$STAGE1_DATA") ;;
         2) args+=(--version qwen_1_5 --image_aspect_ratio pad --mm_tunable_parts mm_mlp_adapter
@@ -46,8 +40,6 @@ run_stage() {
            [[ "$STAGE3_TUNABLE" != *tower* ]] || args+=(--mm_vision_tower_lr "${STAGE3_TOWER_LR:-2e-6}") ;;
         *) echo "run_stage: stage must be 1, 2 or 3, got '$stage'" >&2; return 1 ;;
     esac
-    local ds_config=${DS_CONFIG-scripts/zero3.json}  # DS_CONFIG= (empty) trains without DeepSpeed
-    [[ -z "$ds_config" ]] || args+=(--deepspeed "$ds_config")
     # shellcheck disable=SC2086  # PRECISION and EXTRA are flag lists
     launch "${args[@]}" ${PRECISION-} ${EXTRA-} "$@"
 }

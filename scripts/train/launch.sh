@@ -47,3 +47,26 @@ launch() {
             return 1 ;;
     esac
 }
+
+# stage_args OUTPUT_DIR RUN_NAME GLOBAL_BATCH PER_DEVICE_BATCH LR WEIGHT_DECAY MAX_LENGTH SAVE_STEPS WORKERS
+# Sets the array STAGE_ARGS to the flags every method's stage shares: epochs, batch and accumulation, the
+# cosine schedule, saving, logging, and the DeepSpeed config (DS_CONFIG, default scripts/zero3.json;
+# DS_CONFIG= (empty) trains without DeepSpeed). EPOCHS WARMUP_RATIO SAVE_STEPS MAX_LENGTH WORKERS
+# GRADIENT_CHECKPOINTING REPORT_TO override the method's defaults from the environment.
+stage_args() {
+    local out=$1 name=$2 global=$3 per_device=$4 lr=$5 weight_decay=$6 max_length=$7 save_steps=$8 workers=$9
+    local accumulation
+    accumulation=$(grad_accum "$global" "$per_device") || return 1
+    STAGE_ARGS=(
+        --output_dir "$out" --run_name "$name" --num_train_epochs "${EPOCHS:-1}"
+        --per_device_train_batch_size "$per_device" --gradient_accumulation_steps "$accumulation"
+        --learning_rate "$lr" --weight_decay "$weight_decay" --warmup_ratio "${WARMUP_RATIO:-0.03}"
+        --lr_scheduler_type cosine --logging_steps 1
+        --save_strategy steps --save_steps "${SAVE_STEPS:-$save_steps}" --save_total_limit 2
+        --model_max_length "${MAX_LENGTH:-$max_length}" --gradient_checkpointing "${GRADIENT_CHECKPOINTING:-True}"
+        --dataloader_num_workers "${WORKERS:-$workers}" --report_to "${REPORT_TO:-tensorboard}"
+    )
+    local ds_config=${DS_CONFIG-scripts/zero3.json}
+    [[ -z "$ds_config" ]] || STAGE_ARGS+=(--deepspeed "$ds_config")
+}
+

@@ -36,16 +36,10 @@ run_stage() {
         --mm_projector_type bvllm --bvllm_preset "$PRESET" --bvllm_qformer_tokenizer "$QFORMER_TOKENIZER"
         --mm_vision_select_layer -2 --mm_use_im_start_end False --mm_use_im_patch_token False
         --image_folder "$FOLDER" --video_folder "$FOLDER" --num_frames "${!frames_var}" --data_path "${!data_var}"
-        --output_dir "$OUT/stage$stage" --num_train_epochs "${EPOCHS:-1}"
-        --per_device_train_batch_size "$per_device"
-        --gradient_accumulation_steps "$(grad_accum "${!batch_var}" "$per_device")"
-        --learning_rate "${!lr_var}" --weight_decay 0. --warmup_ratio "${WARMUP_RATIO:-0.03}"
-        --lr_scheduler_type cosine --logging_steps 1
-        --save_strategy steps --save_steps "${SAVE_STEPS:-800}" --save_total_limit 2
-        --model_max_length "${MAX_LENGTH:-8192}" --gradient_checkpointing "${GRADIENT_CHECKPOINTING:-True}"
-        --dataloader_num_workers "${WORKERS:-4}" --report_to "${REPORT_TO:-tensorboard}"
-        --run_name "${RUN_NAME:-bvllm}-stage$stage"
     )
+    stage_args "$OUT/stage$stage" "${RUN_NAME:-bvllm}-stage$stage" "${!batch_var}" "$per_device" "${!lr_var}" 0. \
+        8192 800 4
+    args+=("${STAGE_ARGS[@]}")
     [[ -z "${OVERRIDES:-}" ]] || args+=(--bvllm_overrides "$OVERRIDES")
     case "$stage" in
         1) args+=(--mm_tunable_parts bvllm_selector,bvllm_linears)
@@ -57,8 +51,6 @@ run_stage() {
            [[ -z "${STAGE3_QFORMER_LR:-}" ]] || args+=(--bvllm_qformer_lr "$STAGE3_QFORMER_LR") ;;
         *) echo "run_stage: stage must be 1, 2 or 3, got '$stage'" >&2; return 1 ;;
     esac
-    local ds_config=${DS_CONFIG-scripts/zero3.json}  # DS_CONFIG= (empty) trains without DeepSpeed
-    [[ -z "$ds_config" ]] || args+=(--deepspeed "$ds_config")
     # shellcheck disable=SC2086  # PRECISION and EXTRA are flag lists
     launch "${args[@]}" ${PRECISION-} ${EXTRA-} "$@"
 }

@@ -29,16 +29,11 @@ run_stage() {
         --mm_projector_type disco --disco_preset "$PRESET" --mm_vision_select_layer -2
         --mm_use_im_start_end False --mm_use_im_patch_token False
         --image_folder "$FOLDER" --video_folder "$FOLDER" --num_frames "$FRAMES"
-        --output_dir "$OUT/stage$stage" --num_train_epochs "${EPOCHS:-1}"
-        --per_device_train_batch_size "$per_device"
-        --gradient_accumulation_steps "$(grad_accum "${!batch_var}" "$per_device")"
-        --learning_rate "${!lr_var}" --weight_decay 0. --warmup_ratio "${WARMUP_RATIO:-0.03}"
-        --lr_scheduler_type cosine --logging_steps 1
-        --save_strategy steps --save_steps "${SAVE_STEPS:-500}" --save_total_limit 2
-        --model_max_length "${MAX_LENGTH:-4096}" --gradient_checkpointing True
-        --dataloader_num_workers "${WORKERS:-8}" --report_to "${REPORT_TO:-tensorboard}"
-        --run_name "${RUN_NAME:-disco}-stage$stage" --mm_tunable_parts "${!tunable_var}"
+        --mm_tunable_parts "${!tunable_var}"
     )
+    stage_args "$OUT/stage$stage" "${RUN_NAME:-disco}-stage$stage" "${!batch_var}" "$per_device" "${!lr_var}" 0. \
+        4096 500 8
+    args+=("${STAGE_ARGS[@]}")
     [[ -z "${OVERRIDES:-}" ]] || args+=(--disco_overrides "$OVERRIDES")
     case "$stage" in
         1) args+=(--version plain --data_path "$STAGE1_DATA"
@@ -48,8 +43,6 @@ run_stage() {
                   --pretrain_mm_mlp_adapter "$OUT/stage1/mm_projector.bin") ;;
         *) echo "run_stage: DisCo has stages 1 and 2, got '$stage'" >&2; return 1 ;;
     esac
-    local ds_config=${DS_CONFIG-scripts/zero3.json}  # DS_CONFIG= (empty) trains without DeepSpeed
-    [[ -z "$ds_config" ]] || args+=(--deepspeed "$ds_config")
     # shellcheck disable=SC2086  # PRECISION and EXTRA are flag lists
     launch "${args[@]}" ${PRECISION-} ${EXTRA-} "$@"
 }

@@ -36,18 +36,10 @@ run_merv_stage() {
         --mm_tunable_parts mm_mlp_adapter,mm_language_model
         --mm_use_im_start_end False --mm_use_im_patch_token False --version qwen_1_5
         --data_path "${!data_var}" --image_folder "$FOLDER" --video_folder "$FOLDER" --num_frames "$FRAMES"
-        --output_dir "$OUT/$stage" --num_train_epochs "${EPOCHS:-1}"
-        --per_device_train_batch_size "$per_device"
-        --gradient_accumulation_steps "$(grad_accum "${!batch_var}" "$per_device")"
-        --learning_rate "${!lr_var}" --weight_decay "${!wd_var}" --warmup_ratio "${WARMUP_RATIO:-0.03}"
-        --lr_scheduler_type cosine --logging_steps 1
-        --save_strategy steps --save_steps "${SAVE_STEPS:-500}" --save_total_limit 2
-        --model_max_length "${MAX_LENGTH:-2048}" --gradient_checkpointing True
-        --dataloader_num_workers "${WORKERS:-8}" --report_to "${REPORT_TO:-tensorboard}"
-        --run_name "${RUN_NAME:-merv}-$stage"
     )
-    local ds_config=${DS_CONFIG-scripts/zero3.json}  # DS_CONFIG= (empty) trains without DeepSpeed
-    [[ -z "$ds_config" ]] || args+=(--deepspeed "$ds_config")
+    stage_args "$OUT/$stage" "${RUN_NAME:-merv}-$stage" "${!batch_var}" "$per_device" "${!lr_var}" "${!wd_var}" \
+        2048 500 8
+    args+=("${STAGE_ARGS[@]}")
     # shellcheck disable=SC2086  # PRECISION and EXTRA are flag lists
     launch "${args[@]}" ${PRECISION-} ${EXTRA-} "$@"
 }
