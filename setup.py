@@ -1,4 +1,5 @@
-"""HICom on a LLaVA-OneVision-compatible core (transformers 5)."""
+"""Instruction-conditioned video token compression (HICom, B-VLLM, MERV, DisCo, training-free reducers) on a
+LLaVA-OneVision-compatible core (transformers 5)."""
 
 from setuptools import find_packages, setup
 
@@ -8,7 +9,8 @@ PLUGIN_PACKAGES = ("hicom_plugin", "bvllm_plugin", "merv_plugin", "disco_plugin"
 setup(
     name="hicom-llava",
     version="0.1.0",
-    description="HICom instruction-conditioned video token compression as a plugin to a LLaVA-OneVision-style core",
+    description="Instruction-conditioned video token compression (HICom, B-VLLM, MERV, DisCo, training-free "
+                "reducers) as plugins of a LLaVA-OneVision-compatible core",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
