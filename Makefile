@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-seeds walkthrough tiny clean-venv
+.PHONY: install test demo demo-seeds walkthrough tiny clean-venv eval-deps
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,27 @@ walkthrough: $(STAMP)
 
 tiny: $(STAMP)
 	$(PY) -m llava.toy.tiny --out playground/tiny
+
+# lmms-eval (the `eval` extra) into $(VENV), keeping the torch it has: pip gets that exact torch as a
+# constraint. lmms-eval 0.7.3 imports filelock._api, which filelock 4 removed (hence EVAL_PINS). PyPI's
+# torchvision is made for PyPI's torch only: when the one pip picks does not import beside this torch (a CPU
+# build), it is removed; lmms-eval's llava_vid and llava_onevision wrappers do not use it.
+EVAL_PINS ?= filelock>=3.24.2,<4
+EVAL_CONSTRAINTS := $(VENV)/eval-constraints.txt
+
+eval-deps: $(STAMP)
+	$(PY) -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(EVAL_CONSTRAINTS)
+	@echo "keeping $$(cat $(EVAL_CONSTRAINTS))"
+	$(PY) -m pip install -e ".[eval]" "$(EVAL_PINS)" -c $(EVAL_CONSTRAINTS)
+	@if $(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchvision') is None)" && \
+		! $(PY) -c "import torchvision" >/dev/null 2>&1; then \
+		echo "torchvision does not import beside $$(cat $(EVAL_CONSTRAINTS)) (no build of it for this torch on PyPI): removing it"; \
+		$(PY) -m pip uninstall -y torchvision; \
+	fi
+	$(PY) -c "from importlib.metadata import version; import filelock._api, lmms_eval.evaluator, lmms_eval.models.simple.llava_vid; \
+		now = 'torch==' + version('torch'); was = open('$(EVAL_CONSTRAINTS)').read().strip(); \
+		assert now == was, f'torch changed: {was} -> {now}'"
+	@echo "lmms-eval $$($(PY) -c "from importlib.metadata import version; print(version('lmms_eval'))") installed; $$(cat $(EVAL_CONSTRAINTS)) kept"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -36,7 +36,9 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],
         "gpu": ["flash-attn>=2.5"],
-        "eval": ["lmms-eval>=0.7.2,<0.8"],
+        # lmms-eval 0.7.3 imports filelock._api (gone in filelock 4); install it with `make eval-deps`,
+        # which keeps the installed torch (docs/lmms_eval_cli.md)
+        "eval": ["lmms-eval>=0.7.3,<0.8", "filelock>=3.24.2,<4"],
     },
     entry_points={
         # Plugins: each entry point names a callable that registers (llava/registry.py).
