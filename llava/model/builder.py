@@ -218,7 +218,7 @@ def load_pretrained_model(
             info = {"missing_keys": [k for k in info["missing_keys"] if k not in provided]}
         _check_loading(info, model, model_path)
 
-    tokenizer = _load_tokenizer(tokenizer_from, model_path)
+    tokenizer = _load_tokenizer(tokenizer_from, model_path, model.config if family is not None else None)
     image_processor = None
     tower = model.get_vision_tower() if hasattr(model, "get_vision_tower") else None
     if tower is not None:
@@ -252,9 +252,12 @@ def _resolve_device(device_map):
     return device_map
 
 
-def _load_tokenizer(folder, model_path):
+def _load_tokenizer(folder, model_path, config=None):
+    """The folder's tokenizer. ``config``: the loaded model's, handed over so AutoTokenizer does not rebuild
+    one from ``config.json`` (for OneVision's published ``model_type: llava`` that is transformers' own
+    Llava config, which warns about the legacy keys we write next to the new ones)."""
     try:
-        return AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder, **({"config": config} if config is not None else {}))
     except (OSError, ValueError) as err:
         raise FileNotFoundError(f"{model_path}: cannot load a tokenizer from {folder} ({err})") from err
 
