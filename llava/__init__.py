@@ -4,6 +4,15 @@ Importing the package registers our model types (``llava_qwen``, ``llava_llama``
 Auto* classes, as upstream does, so ``AutoModelForCausalLM.from_pretrained`` finds them.
 """
 
-from .model import LlavaConfig, LlavaLlamaForCausalLM, LlavaQwenConfig, LlavaQwenForCausalLM
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # DeepSpeed (imported by transformers' integrations) warns on every import that it falls back to the
+    # CPU when it detects no accelerator; on a machine without CUDA that is the known answer
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+from .model import LlavaConfig  # noqa: E402, LlavaLlamaForCausalLM, LlavaQwenConfig, LlavaQwenForCausalLM
 
 __all__ = ["LlavaConfig", "LlavaLlamaForCausalLM", "LlavaQwenConfig", "LlavaQwenForCausalLM"]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from llava.model.builder import load_pretrained_model, model_family, read_model_config
+from llava.model.builder import config_from_folder, load_pretrained_model, model_family, read_model_config
 from llava.plugin import param_groups, plugins
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def _from_zero3(src: Path, tokenizer_from, overwrite, dtype):
     family = model_family(raw, src)
     if family is None:
         raise ExportError(f"{src}: config.json is not a LLaVA model")
-    config = family.config_class.from_pretrained(src)
+    config = config_from_folder(family.config_class, src)
     for key, value in (overwrite or {}).items():
         setattr(config, key, value)
     model = family.model_class(config)

@@ -99,6 +99,14 @@ def read_model_config(model_path: str | Path) -> dict:
     return raw
 
 
+def config_from_folder(config_class, folder: str | Path):
+    """``config_class`` read from ``folder``'s config.json. An LLM folder's own config (``qwen2``) becomes
+    its LLaVA config (``llava_qwen``) without transformers' warning about instantiating one model type
+    from another: the LLaVA config is the LLM's plus the multimodal keys, by design."""
+    config_dict, _ = config_class.get_config_dict(str(folder))
+    return config_class.from_dict({**config_dict, "model_type": config_class.model_type})
+
+
 def model_family(raw_config: dict, source: str | Path) -> ModelFamily | None:
     """The LLaVA family of a checkpoint, or ``None`` for a plain (text-only) LLM."""
     model_type = raw_config["model_type"]
@@ -198,7 +206,7 @@ def load_pretrained_model(
     if family is None:
         model = AutoModelForCausalLM.from_pretrained(weights_from, **load_kwargs)
     else:
-        config = customized_config or family.config_class.from_pretrained(model_path)
+        config = customized_config or config_from_folder(family.config_class, model_path)
         for key, value in (overwrite_config or {}).items():
             setattr(config, key, value)
         try:
@@ -272,7 +280,7 @@ def assemble_llava_qwen(
     """
     out = Path(out_dir)
     torch.manual_seed(seed)
-    config = LlavaQwenConfig.from_pretrained(llm_path)
+    config = config_from_folder(LlavaQwenConfig, llm_path)
     model, info = LlavaQwenForCausalLM.from_pretrained(llm_path, config=config, output_loading_info=True)
     if info["missing_keys"]:
         raise KeyError(f"{llm_path}: LLM checkpoint lacks {info['missing_keys'][:5]}")

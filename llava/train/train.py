@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from llava.model.builder import (
     MODEL_TYPES,
     _check_loading,
+    config_from_folder,
     model_family,
     read_model_config,
     resolve_attn_implementation,
@@ -62,7 +63,7 @@ def get_model(model_args: ModelArguments, training_args: TrainingArguments, attn
     kwargs = dict(dtype=_dtype(training_args), attn_implementation=attn_implementation)
     if family is None:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    config = family.config_class.from_pretrained(path)
+    config = config_from_folder(family.config_class, path)
     if model_args.rope_scaling_factor and model_args.rope_scaling_type:
         config.rope_parameters = {**(getattr(config, "rope_parameters", None) or {}),
                                   "rope_type": model_args.rope_scaling_type, "factor": model_args.rope_scaling_factor}

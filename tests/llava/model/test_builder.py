@@ -110,3 +110,29 @@ def test_dtype_and_attention_resolution():
         assert resolve_attn_implementation("None") == "sdpa"
         assert resolve_attn_implementation("flash_attention_2") == "sdpa"
     assert resolve_attn_implementation("eager") == "eager"
+
+
+def test_an_llm_folder_grows_into_its_llava_config_without_a_warning(tiny_dir):
+    """qwen2 -> llava_qwen by design: transformers' "model of type qwen2 to instantiate llava_qwen"
+    warning is not given (and the values are the LLM's)."""
+    import logging
+
+    from llava.model.builder import config_from_folder
+    from llava.model.language_model.llava_qwen import LlavaQwenConfig
+
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.WARNING)
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        config = config_from_folder(LlavaQwenConfig, tiny_dir / "qwen2-tiny")
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    raw = json.loads((tiny_dir / "qwen2-tiny" / "config.json").read_text())
+    assert messages == [] and config.model_type == "llava_qwen"
+    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (
+        raw["hidden_size"], raw["num_hidden_layers"], raw["vocab_size"])
