@@ -12,6 +12,7 @@ name                stage   method                                         budge
 ``dycoke_ttm``      tokens  DyCoke temporal token merging                  ``merging_ratio``, or <= N
 ``visionzip``       tokens  VisionZip (OneVision port): dominant + context ``budget`` / ``ratio``: exact
 ``fastvid``         tokens  FastVID: DySeg + salient + density merging     ``ratio`` (r) / ``budget``: T x N//T
+``prunevid``        tokens  PruneVid (pre-LLM): segments, static, DPC-kNN  ``budget`` / ``ratio``: exact
 ``fastv``           llm     FastV: top-R by last-token attention at K-1    ``prune_ratio`` / ``budget`` (R)
 ``dycoke_kv``       decode  DyCoke: per-step KV selection while decoding   ``prune_ratio`` (decoding only)
 =================== ======= ============================================== ===============================
@@ -25,6 +26,7 @@ from .dycoke import DyCokeKV, DyCokeTTM
 from .fastv import FastV
 from .fastvid import FastVID
 from .pooling import FrameSubsample, Pool2D, Pool3D, RandomDrop
+from .prunevid import PruneVid
 from .tome import ToMe
 from .vidcom2 import VidCom2
 from .visionzip import VisionZip
@@ -45,6 +47,7 @@ REDUCERS = {
     "dycoke_ttm": (DyCokeTTM, ({}, {"budget": 40})),
     "visionzip": (VisionZip, ({}, {"budget": 9, "exact_budget": False})),
     "fastvid": (FastVID, ({"ratio": 0.5}, {"budget": 30, "segments": 2})),
+    "prunevid": (PruneVid, ({}, {"budget": 10, "tau": 0.5, "min_group": 4})),
     "fastv": (FastV, ({"layer": 1}, {"layer": 1, "budget": 3})),
     "dycoke_kv": (DyCokeKV, ({"layer": 1}, {"layer": 1, "prune_ratio": 0.5, "unchanged": "previous"})),
 }

@@ -22,7 +22,7 @@ SETTINGS = {  # a budget the tiny video (6 frames of 16 or 9 tokens) can meet, p
     "pool2d": {"budget": 20}, "pool3d": {"budget": 20}, "frame_subsample": {"budget": 40},
     "random_drop": {"budget": 20}, "tome": {"budget": 20}, "vidcom2": {"budget": 20},
     "dycoke_ttm": {"merging_ratio": 0.5}, "visionzip": {"budget": 20},
-    "fastvid": {"budget": 24},
+    "fastvid": {"budget": 24}, "prunevid": {"budget": 20},
 }
 
 
