@@ -59,24 +59,10 @@ def test_last_human_turn():
 def test_the_siglip_tokenizer_loads_without_transformers_warnings(tiny_dir):
     """Read through AutoTokenizer alone, the SigLIP folder's config is rebuilt with the default text
     config, whose special-token ids lie outside a small vocabulary: transformers warns on every load."""
-    import logging
-
-    from transformers.utils import logging as hf_logging
-
     from hicom_plugin.text_encoder import SiglipTextEncoder
+    from tests.helpers.hf_warnings import transformers_warnings
 
     encoder = SiglipTextEncoder(str(tiny_dir / "siglip-tiny"))
-    hf_logging.warning_once.cache_clear()
-    messages = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    handler = Collect(level=logging.WARNING)
-    logging.getLogger("transformers").addHandler(handler)
-    try:
+    with transformers_warnings() as messages:
         ids = encoder.tokenize(["what moves?"])
-    finally:
-        logging.getLogger("transformers").removeHandler(handler)
     assert messages == [] and ids.shape == (1, encoder.max_length)

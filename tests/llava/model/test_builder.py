@@ -115,23 +115,12 @@ def test_dtype_and_attention_resolution():
 def test_an_llm_folder_grows_into_its_llava_config_without_a_warning(tiny_dir):
     """qwen2 -> llava_qwen by design: transformers' "model of type qwen2 to instantiate llava_qwen"
     warning is not given (and the values are the LLM's)."""
-    import logging
-
     from llava.model.builder import config_from_folder
     from llava.model.language_model.llava_qwen import LlavaQwenConfig
+    from tests.helpers.hf_warnings import transformers_warnings
 
-    messages = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    handler = Collect(level=logging.WARNING)
-    logging.getLogger("transformers").addHandler(handler)
-    try:
+    with transformers_warnings() as messages:
         config = config_from_folder(LlavaQwenConfig, tiny_dir / "qwen2-tiny")
-    finally:
-        logging.getLogger("transformers").removeHandler(handler)
     raw = json.loads((tiny_dir / "qwen2-tiny" / "config.json").read_text())
     assert messages == [] and config.model_type == "llava_qwen"
     assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (

@@ -1,8 +1,6 @@
 """A tiny LlavaQwenForCausalLM from llava.toy.tiny checkpoints: forward, generate, splicing, round trips."""
 
-import contextlib
 import json
-import logging
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -15,6 +13,7 @@ from llava.conversation import conv_templates
 from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.video import process_video_with_decord
+from tests.helpers.hf_warnings import transformers_warnings
 from tests.helpers.videos import write_test_video
 
 GRID = 7  # tiny SigLIP: 56 px / patch 8
@@ -168,27 +167,6 @@ def test_text_only_sample_consumes_a_dummy_item(loaded, image):
         out = model(input_ids=text, images=[torch.zeros_like(image)], modalities=["text"]).logits
         plain = model(input_ids=text).logits
     torch.testing.assert_close(out, plain)
-
-
-@contextlib.contextmanager
-def transformers_warnings():
-    """The messages transformers logs at WARNING or above inside the block."""
-    messages: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.warning_once.cache_clear()  # a warning given once earlier in the process is given again
-    handler = Collect(level=logging.WARNING)
-    hf_logger = logging.getLogger("transformers")
-    hf_logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        hf_logger.removeHandler(handler)
 
 
 def test_save_load_round_trip_and_auto_classes(loaded, video, tmp_path):
