@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from .language_model.llava_llama import LlavaConfig, LlavaLlamaForCausalLM
 from .language_model.llava_qwen import LlavaQwenConfig, LlavaQwenForCausalLM
@@ -103,6 +103,8 @@ def config_from_folder(config_class, folder: str | Path):
     """``config_class`` read from ``folder``'s config.json. An LLM folder's own config (``qwen2``) becomes
     its LLaVA config (``llava_qwen``) without transformers' warning about instantiating one model type
     from another: the LLaVA config is the LLM's plus the multimodal keys, by design."""
+    if not issubclass(config_class, PretrainedConfig):  # a plugin's stand-in, e.g. a layout that explains itself
+        return config_class.from_pretrained(folder)
     config_dict, _ = config_class.get_config_dict(str(folder))
     return config_class.from_dict({**config_dict, "model_type": config_class.model_type})
 
