@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from transformers import SiglipConfig, SiglipModel
 
 from llava.model.multimodal_encoder.siglip_encoder import dense_patch_embeddings
-from llava.model.weights import readable_weight_files
+from llava.model.weights import read_json, readable_weight_files
 from llava.toy.synthetic import COLORS, Scene, SceneObject, color_question, render_frame, sample_colors
 from llava.toy.tiny import SIGLIP_DIRNAME
 
@@ -137,15 +137,18 @@ def train_lit(source: Path, settings: LitSettings, progress: bool = False) -> tu
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
-    config = SiglipConfig.from_pretrained(source)
+    # built from the file, not with from_pretrained: transformers' from_pretrained logs the config against
+    # a default SiglipTextConfig whose special-token ids lie outside a small vocabulary, and warns
+    saved = SiglipConfig(**read_json(Path(source) / "config.json"))
+    config = SiglipConfig(**read_json(Path(source) / "config.json"))
     config.text_config.max_position_embeddings = TEXT_LENGTH
     torch.manual_seed(settings.seed)
     model = SiglipModel(config)
-    locked = SiglipModel.from_pretrained(source).vision_model.state_dict()
+    locked = SiglipModel.from_pretrained(source, config=saved).vision_model.state_dict()
     model.vision_model.load_state_dict(locked, strict=True)
     model.vision_model.requires_grad_(False)
     model.vision_model.head.requires_grad_(True)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, config=config.text_config)  # no config rebuilt: no warning
     texts, refs = lit_texts()
     ids = _text_ids(tokenizer, texts)
     rim_texts = [k for k, ref in enumerate(refs) if ref[1] is None][::3]  # "the {rim} tile", in COLORS order
