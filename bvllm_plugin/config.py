@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from llava.plugin import OptionsMixin
+from llava.plugin import OptionsMixin, check_int
 
 BUDGET_MODES = ("upper_bound", "exact")
 DESCRIPTORS = ("mean", "first_token")
@@ -34,8 +34,7 @@ def _fail(name: str, value: Any, reason: str) -> None:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(name, value, f"expected an integer >= {minimum}")
+    check_int("BVLLMConfig", name, value, minimum)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llava.plugin import OptionsMixin
+from llava.plugin import OptionsMixin, check_int
 
 VCD_NEGATIVES = ("video", "batch")
 TFC_TOKENS = ("all", "matched")
@@ -24,8 +24,7 @@ ATTENTION_SCOPES = ("clip", "frame")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"DiscoConfig.{name}={value!r}; expected an integer >= {minimum}")
+    check_int("DiscoConfig", name, value, minimum)
 
 
 def _check_positive(name: str, value: Any) -> None:

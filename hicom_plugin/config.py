@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llava.plugin import OptionsMixin
+from llava.plugin import OptionsMixin, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"HIComConfig.{name}={value!r}; expected an integer >= {minimum}")
+    check_int("HIComConfig", name, value, minimum)
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,13 @@ class OptionsMixin:
             raise ValueError(f"{cls.__name__}: unknown {what} {unknown}; known {what}: {sorted(known)}")
 
 
+def check_int(owner: str, name: str, value: Any, minimum: int) -> None:
+    """``value`` must be an ``int`` (not a ``bool``) ``>= minimum``; else a ``ValueError`` naming
+    ``owner.name`` (e.g. ``MyConfig.num_queries``) and the value."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}.{name}={value!r}; expected an integer >= {minimum}")
+
+
 def _plain(value: Any) -> Any:
     """JSON-friendly: tuples become lists (recursively), nested option dataclasses dicts."""
     if isinstance(value, (tuple, list)):
@@ -208,5 +215,5 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["AuxLoss", "OptionsMixin", "ParamGroup", "Plugin", "SampleField", "aux_losses", "declared_for", "json_flag",
-           "list_plugins", "param_groups", "part_aliases", "plugins", "register_plugin", "sample_fields"]
+__all__ = ["AuxLoss", "OptionsMixin", "ParamGroup", "Plugin", "SampleField", "aux_losses", "check_int", "declared_for",
+           "json_flag", "list_plugins", "param_groups", "part_aliases", "plugins", "register_plugin", "sample_fields"]
