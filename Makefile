@@ -1,5 +1,5 @@
-# Fresh machine: `make demo` (the embedded default end to end: the toy-scale ablation, one seed) and
-# `make test` (the test suite). `make demo-seeds` runs the ablation over 3 seeds (about 3x longer).
+# Fresh machine: `make demo` (the embedded default end to end: the toy zoo's headline rows, one seed) and
+# `make test` (the test suite). `make demo-zoo` runs every row of the zoo over 3 seeds.
 # Targets are idempotent: the environment is built once and rebuilt only when setup.py changes.
 
 PYTHON ?= python3
@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-seeds walkthrough tiny clean-venv eval-deps
+.PHONY: install test demo demo-zoo walkthrough tiny clean-venv eval-deps
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m hicom_plugin.tools.demo --out playground/demo
+	$(PY) -m llava.toy.zoo --out playground/demo
 
-demo-seeds: $(STAMP)
-	$(PY) -m hicom_plugin.tools.demo --out playground/demo --seeds 0 1 2
+demo-zoo: $(STAMP)
+	$(PY) -m llava.toy.zoo --out playground/demo --subset all --seeds 0 1 2
 
 # one video through untrained tiny models, printing token counts (no training): OneVision's path and
 # the HICom projector (paper preset)

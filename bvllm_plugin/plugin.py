@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava.plugin import ParamGroup, Plugin, json_flag, register_plugin
+from .toy import ROWS as TOY_ROWS
 
 #: Subfolder of an exported model holding the Q-Former tokenizer.
 QFORMER_TOKENIZER_DIR = "qformer_tokenizer"
@@ -82,6 +83,7 @@ PLUGIN = Plugin(
     config_from_args=config_from_args,
     model_card=model_card,
     export_files=export_files,
+    toy_rows=TOY_ROWS,
 )
 
 

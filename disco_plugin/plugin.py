@@ -18,6 +18,7 @@ from llava.plugin import AuxLoss, ParamGroup, Plugin, SampleField, json_flag, re
 
 from .instances import TOKENIZER_DIR, parse_instances
 from .projector import TFC, VCD
+from .toy import ROWS as TOY_ROWS
 
 
 @dataclass
@@ -67,6 +68,7 @@ PLUGIN = Plugin(
     config_from_args=config_from_args,
     model_card=model_card,
     export_files=export_files,
+    toy_rows=TOY_ROWS,
 )
 
 

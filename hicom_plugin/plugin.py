@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava.plugin import ParamGroup, Plugin, json_flag, register_plugin
+from .toy import ROWS as TOY_ROWS
 
 #: Subfolder of an exported model holding the instruction tokenizer (``config.hicom_text_tokenizer``).
 TEXT_TOKENIZER_DIR = "text_tokenizer"
@@ -75,6 +76,7 @@ PLUGIN = Plugin(
     config_from_args=config_from_args,
     model_card=model_card,
     export_files=export_files,
+    toy_rows=TOY_ROWS,
 )
 
 

@@ -36,6 +36,10 @@ The core reads these declarations and never a method's name:
 * **config and export**: ``config_from_args`` returns the config keys the plugin's modules read when
   built; ``model_card`` adds lines to an exported model's README; ``export_files`` writes side files
   (a tokenizer) next to exported weights.
+* **toy rows** (:mod:`llava.toy.zoo`, ``make demo`` / ``make demo-zoo``): the rows of the embedded
+  default's table that show the method, as :class:`ToyRow` (trained through the method's own tiny
+  stage scripts, or a training-free token reducer on the reference checkpoint), each with the picture
+  of what the method selects under two instructions.
 """
 
 from __future__ import annotations
@@ -81,6 +85,64 @@ class SampleField:
 
 
 @dataclass(frozen=True)
+class ToyStage:
+    """One training stage of a toy row: a stage script (path from the repository root) that prints its
+    ``train_mem.py`` command under ``LAUNCHER=print``; the zoo trains that command in-process, with
+    ``extra`` flags after the script's own and its shared budget flags last."""
+
+    script: str
+    extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToyClip:
+    """An eval video of the toy set as a picture shows it: ``frames`` ``(T, H, W, 3)`` uint8 (the frames
+    the eval samples), two ``instructions`` (questions about two different tiles), and the tile each
+    asks about: ``targets[i] = (frame index where it first shows, row, col)`` on the patch grid."""
+
+    name: str
+    frames: Any
+    instructions: tuple[str, str]
+    targets: tuple[tuple[int, int, int], tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class ToyRow:
+    """A row of the embedded default's table (:mod:`llava.toy.zoo`).
+
+    Trained rows give ``stages`` (the method's tiny stage scripts, run with the settings ``env``; the
+    last stage is the instruction tuning, whose data, steps, batch and learning rates the zoo sets the
+    same for every row); training-free rows give ``reducer`` (a registered token reducer, run by the
+    comparison harness on the reference row's checkpoint at the shared token budget, with
+    ``reducer_options``). ``methods``: the registered projectors, vision towers or token reducers the
+    row shows (every registered one needs a row). ``prepare(tiny_folder) -> env`` builds checkpoints
+    the row needs besides the shared tiny ones. ``picture``: ``"module:function"``, imported when
+    drawn, a ``function(row, model_dir, clips, out) -> out`` that draws what the method attends to or
+    selects for each :class:`ToyClip` under its two instructions (one PNG).
+    ``headline``: in ``make demo``'s subset; ``reference``: the uncompressed model the others are
+    compared with (the core declares it).
+    """
+
+    name: str
+    label: str
+    methods: tuple[str, ...]
+    stages: tuple[ToyStage, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    prepare: Callable[[Any], Mapping[str, str]] | None = None
+    reducer: str | None = None
+    reducer_options: Mapping[str, Any] = field(default_factory=dict)
+    picture: str | None = None
+    headline: bool = False
+    reference: bool = False
+
+    def __post_init__(self):
+        if bool(self.stages) == bool(self.reducer):
+            raise ValueError(f"toy row {self.name!r}: give training stages or a training-free reducer (one of them)")
+        if not self.methods:
+            raise ValueError(f"toy row {self.name!r}: name the registered method(s) it shows in 'methods'")
+
+
+@dataclass(frozen=True)
 class Plugin:
     """Everything a method contributes to the core besides its registered modules (module docstring)."""
 
@@ -99,6 +161,8 @@ class Plugin:
     model_card: Callable[[Any], list[str]] | None = None
     #: ``(model, folder) -> None``: side files next to exported weights (may set portable config keys)
     export_files: Callable[[Any, Any], None] | None = None
+    #: the rows of the embedded default's table that show this method (:class:`ToyRow`)
+    toy_rows: tuple[ToyRow, ...] = ()
 
     def argument_fields(self) -> list[str]:
         """Names of every CLI argument the plugin contributes."""
@@ -132,6 +196,17 @@ def param_groups() -> dict[str, ParamGroup]:
                                  f"from another plugin ({groups[group.name]} vs {group})")
             groups[group.name] = group
     return groups
+
+
+def toy_rows() -> list[ToyRow]:
+    """Every plugin's toy rows, in plugin then declaration order; a name used twice is an error."""
+    rows: dict[str, ToyRow] = {}
+    for plugin in plugins():
+        for row in plugin.toy_rows:
+            if row.name in rows:
+                raise ValueError(f"plugin {plugin.name!r}: toy row {row.name!r} is declared by another plugin too")
+            rows[row.name] = row
+    return list(rows.values())
 
 
 def part_aliases() -> dict[str, str]:

@@ -3,17 +3,24 @@
 MERV's qualitative claim is that the weights follow the content (high motion -> ViViT, text in the
 frame -> SigLIP); this draws one row per video, one column per encoder, the weight written in each
 cell. ``python -m merv_plugin.figures --model-path M --out weights.png VIDEO...``
+
+:func:`toy_picture` is the toy zoo's sheet (:class:`llava.plugin.ToyRow.picture`): per clip and
+instruction, the clip's frames and the mixer's weight of each encoder. MERV's mixer reads the video
+only, so a clip's two rows are the same: their titles say so, which is the point of the row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from llava.toy.sheet import clip_pixels, compose, hstack, load_checkpoint, strip, value_bars
 
 CELL_W, CELL_H, LABEL_W, HEADER_H = 110, 28, 220, 30
 
@@ -34,6 +41,38 @@ def mixer_weights(model, processor, videos: list[Path]) -> np.ndarray:
     if weights is None:
         raise ValueError(f"fusion {projector.merv.fusion!r} has no per-encoder weights")
     return weights.float().cpu().numpy()
+
+
+def clip_mixer_weights(model, pixels, instruction: str | None = None) -> np.ndarray:
+    """``(E,)`` mixer weights of one clip's pixels (``{encoder: (T_e, 3, S_e, S_e)}``, as
+    ``llava.mm_utils.process_video_frames`` makes them), the instruction handed along as every
+    projector gets it (MERV's mixer does not read it)."""
+    tower, projector = model.get_vision_tower(), model.get_model().mm_projector
+    if not hasattr(projector, "mixer_weights"):
+        raise ValueError(f"the model's projector ({type(projector).__name__}) is not MERV's")
+    batch = replace(tower.encode_batch([pixels], ["video"]), instructions=None if instruction is None else [instruction])
+    with torch.no_grad():
+        weights = projector.mixer_weights(batch)
+    if weights is None:
+        raise ValueError(f"fusion {projector.merv.fusion!r} has no per-encoder weights")
+    return weights[0].float().cpu().numpy()
+
+
+def toy_picture(row, model_dir: str | Path, clips, out: str | Path) -> Path:
+    """The toy zoo's sheet of a MERV checkpoint: per clip (:class:`llava.plugin.ToyClip`) and instruction,
+    the frames (the tile the instruction names boxed) and the mixer's weight of each encoder."""
+    _, model, processor = load_checkpoint(model_dir)
+    projector = model.get_model().mm_projector
+    reads = getattr(projector, "uses_instructions", False)
+    note = "" if reads else " (the mixer does not read the instruction: same weights for both)"
+    rows = []
+    for clip in clips:
+        pixels = clip_pixels(model, processor, clip.frames)
+        for instruction, target in zip(clip.instructions, clip.targets):
+            weights = clip_mixer_weights(model, pixels, instruction)
+            rows.append((f"{clip.name}{note}\n\"{instruction}\"",
+                         hstack([strip(clip.frames, target), value_bars(weights, projector.encoder_names)], 8)))
+    return compose(rows, out, f"{row.label}: the mixer's weight of each encoder under each instruction")
 
 
 def heat_map(weights: np.ndarray, rows: list[str], columns: list[str], out: Path, title: str = "") -> Path:

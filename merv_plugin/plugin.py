@@ -18,6 +18,7 @@ from llava.model.multimodal_encoder.builder import register_vision_tower
 from llava.plugin import ParamGroup, Plugin, register_plugin
 
 from .config import FUSIONS, MERVConfig, parse_grid
+from .toy import ROWS as TOY_ROWS
 
 
 @dataclass
@@ -70,6 +71,7 @@ PLUGIN = Plugin(
     param_groups=(ParamGroup("merv_mixer", lr_flag="merv_mixer_lr"),),
     config_from_args=config_from_args,
     model_card=model_card,
+    toy_rows=TOY_ROWS,
 )
 
 

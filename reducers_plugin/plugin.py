@@ -21,6 +21,7 @@ name                stage   method                                         budge
 from __future__ import annotations
 
 from llava.model.token_reduction import register_token_reducer
+from llava.plugin import Plugin, register_plugin
 
 from .dycoke import DyCokeKV, DyCokeTTM
 from .fastv import FastV
@@ -28,6 +29,7 @@ from .fastvid import FastVID
 from .pooling import FrameSubsample, Pool2D, Pool3D, RandomDrop
 from .prunevid import PruneVid
 from .tome import ToMe
+from .toy import ROWS as TOY_ROWS
 from .vidcom2 import VidCom2
 from .visionzip import VisionZip
 
@@ -53,7 +55,12 @@ REDUCERS = {
 }
 
 
+#: the reducers' rows of the toy zoo (one per reducer, on the reference checkpoint)
+PLUGIN = Plugin(name="reducers", toy_rows=TOY_ROWS)
+
+
 def register() -> None:
     """Entry point of the ``llava.plugins`` group."""
     for name, (cls, configs) in REDUCERS.items():
         register_token_reducer(name, examples=_examples(name, *configs))(cls)
+    register_plugin(PLUGIN)

@@ -10,7 +10,7 @@ import pytest
 COMMANDS = [
     "llava.eval.model_video_mcqa", "llava.eval.model_video_oqa", "llava.eval.eval_video_mcqa",
     "llava.eval.eval_oqa_judge", "llava.eval.merge", "llava.export", "llava.serve.cli", "llava.toy.tiny",
-    "llava.toy.tiny_lit", "llava.toy.synthetic", "llava.toy.walkthrough", "hicom_plugin.tools.demo",
+    "llava.toy.tiny_lit", "llava.toy.synthetic", "llava.toy.walkthrough", "llava.toy.zoo", "llava.toy.tiny_pretrain",
     "hicom_plugin.tools.release", "benchmarks.run", "llava.eval.compare",
 ]
 

@@ -6,19 +6,25 @@ instance: a label (the phrase and its group) and the clip's frames lit by the gr
 frame (its tokens' focus maps, scaled to each frame's maximum; unattended patches fade to black).
 
     python -m disco_plugin.tools.picture --siglip playground/tiny/siglip-tiny --out disco_picture.png
+
+:func:`toy_picture` is the toy zoo's sheet (:class:`llava.plugin.ToyRow.picture`) of a trained checkpoint:
+per clip and instruction, the focus of the query token that looks most at the tile the instruction names.
+DisCo's resampler reads the video only, so the instruction picks which token is shown, not where it looks.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from llava.toy.sheet import SCALE, clip_pixels, compose, lit, load_checkpoint, strip
+
 from .shortfit import Clips, fit, inspect, make_clips
 
-SCALE = 3
 LABEL_WIDTH = 300
 GAP = 4
 
@@ -34,9 +40,53 @@ def group_frame_attention(seen: dict, clip: int, slot: int, group_size: int, gri
 
 def _panel(frame: np.ndarray, attention: np.ndarray) -> Image.Image:
     size = frame.shape[0]
-    heat = np.kron(attention, np.ones((size // attention.shape[0], size // attention.shape[1])))[..., None]
-    lit = frame.astype(np.float32) * (0.15 + 0.85 * heat)  # unattended patches fade to black
-    return Image.fromarray(lit.clip(0, 255).astype(np.uint8)).resize((size * SCALE, size * SCALE), Image.NEAREST)
+    return Image.fromarray(lit(frame, attention)).resize((size * SCALE, size * SCALE), Image.NEAREST)
+
+
+def token_focus(model, pixels: torch.Tensor) -> torch.Tensor:
+    """``(K, T, h, w)`` each query token's focus (cross-attention, mean over heads, summed over layers) on
+    every frame's patches, for one video ``pixels`` ``(T, 3, S, S)``."""
+    projector = model.get_model().mm_projector
+    if not hasattr(projector, "keep_focus"):
+        raise ValueError(f"the model's projector ({type(projector).__name__}) is not DisCo's")
+    projector.keep_focus = True
+    try:
+        with torch.no_grad():
+            model.encode_visual_items([pixels], ["video"])
+        focus = projector.last["focus"][0, :, : pixels.shape[0]].float().cpu()  # (K, T, P)
+    finally:
+        projector.keep_focus, projector.last = False, None
+    side = math.isqrt(focus.shape[-1])
+    return focus.view(*focus.shape[:2], side, side)
+
+
+def focus_on(focus: torch.Tensor, target: tuple[int, int, int], cell_grid: int) -> torch.Tensor:
+    """``(K,)`` each token's focus on the target tile ``(first frame, row, col)`` of a ``cell_grid`` x
+    ``cell_grid`` patch grid, summed over the frames from the first one it shows on."""
+    first, row, col = target
+    side = focus.shape[-1]
+    r, c = row * side // cell_grid, col * side // cell_grid  # the tile's cell on the focus grid
+    return focus[:, first:, r, c].sum(-1)
+
+
+def toy_picture(row, model_dir, clips, out):
+    """The toy zoo's sheet of a DisCo checkpoint: per clip (:class:`llava.plugin.ToyClip`) and instruction,
+    the frames lit by the focus of the token that looks most at the tile the instruction names (each
+    frame scaled to its maximum), the tile boxed."""
+    _, model, processor = load_checkpoint(model_dir)
+    grid = model.get_vision_tower().num_patches_per_side
+    rows = []
+    for clip in clips:
+        focus = token_focus(model, clip_pixels(model, processor, clip.frames))
+        for instruction, target in zip(clip.instructions, clip.targets):
+            token = int(focus_on(focus, target, grid).argmax())
+            maps = focus[token] / focus[token].amax(dim=(-2, -1), keepdim=True).clamp(min=1e-12)
+            frames = [lit(frame, maps[t].numpy()) for t, frame in enumerate(clip.frames)]
+            rows.append((f"{clip.name}: token {token} of {focus.shape[0]} (the one most on the tile; "
+                         f"the resampler does not read the instruction)\n\"{instruction}\"",
+                         strip(frames, target, clip.frames.shape[1] // grid)))
+    return compose(rows, out, f"{row.label}: where the query token most focused on the named tile looks "
+                              "(red box: the tile)")
 
 
 def draw(models: dict[str, torch.nn.Module], clips: Clips, shown: list[int]) -> Image.Image:

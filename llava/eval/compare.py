@@ -574,6 +574,7 @@ def row_result(config: Config, row: Row, num_chunks: int, questions, fingerprint
         **plan,
         "benchmark": config.benchmark, "questions": report["questions"], "failed": report["failed_items"],
         "accuracy": report["accuracy"], "headline": report["headline"], "task_accuracy": tasks,
+        "correct": report["correct"], "empty_replies": report["empty_replies"],
         "parse_failures": report["parse_failures"], "parser_version": config.parser_version,
         "visual_tokens": _stats([c["visual_tokens"] for c in counts]),
         "newline_tokens": _stats([c["newline_tokens"] for c in counts]),

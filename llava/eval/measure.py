@@ -28,6 +28,8 @@ import time
 
 import torch
 
+from llava.mm_utils import pixels_to
+
 from .flops import decoder_prefill_flops, visual_flops
 from .video_infer import LoadedModel, VideoQA
 
@@ -123,7 +125,7 @@ class MeasuredVideoQA(VideoQA):
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None  # before counting FLOPs
         if probe.ids_length is None or probe.input_length is None or None in probe.layer_lengths:
             raise RuntimeError(f"question {qid}: the prompt forward was not observed (did generate run the LLM?)")
-        flops = visual_flops(model, [pixels.to(device=device, dtype=model.dtype)], ["video"], [instruction])
+        flops = visual_flops(model, [pixels_to(pixels, device=device, dtype=model.dtype)], ["video"], [instruction])
         flops["llm_prefill"] = decoder_prefill_flops(model.config, probe.layer_lengths)
         self._measure = {
             "text_tokens": probe.ids_length - 1,  # the one <image> placeholder is replaced

@@ -7,7 +7,8 @@ purple; rims all different, centres all different):
 
 * two tiles share one 3 x 3 block of cells (a random full block), i.e. one spatial group of a
   ``(4, 3, 3)`` local compressor, at random cells of the block (so the tile asked about is usually
-  not at the group's centre);
+  not at the group's centre); no two tiles of a scene are neighbours, so the tokens of a 2 x 2
+  pooling (OneVision's) hold at most one tile each;
 * the third stands alone outside that block;
 * each tile appears at the start, a quarter of the way in, or half way in.
 
@@ -65,7 +66,7 @@ logger = logging.getLogger(__name__)
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (235, 215, 40),
           "purple": (170, 60, 210)}
 # Raised whenever what a seed produces changes, so cached datasets and runs built on them are redone.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 BACKGROUND = 128  # mid-grey: the normalised pixel value 0, so empty patches carry little besides position
 BLOCK = 3  # cells per side of the shared block: the spatial group of a (4, 3, 3) local compressor
 IN_BLOCK = 2  # objects sharing the block; one more stands outside it
@@ -115,14 +116,18 @@ def sample_colors(rng: random.Random, count: int) -> list[tuple[str, str]]:
 
 
 def sample_scene(rng: random.Random, frames: int, cells: int) -> Scene:
-    """``IN_BLOCK`` tiles in one random full ``3 x 3`` block of the ``cells x cells`` grid, one outside it."""
+    """``IN_BLOCK`` tiles in one random full ``3 x 3`` block of the ``cells x cells`` grid, one outside it,
+    no two in neighbouring cells (so a pooling of 2 x 2 cells, as OneVision's, never mixes two tiles)."""
     blocks = cells // BLOCK
     if blocks < 1 or cells * cells - BLOCK * BLOCK < 1:
         raise ValueError(f"a {cells}x{cells} cell grid has no room for a {BLOCK}x{BLOCK} block and one more cell")
     block = (BLOCK * rng.randrange(blocks), BLOCK * rng.randrange(blocks))
     inside = [(block[0] + r, block[1] + c) for r in range(BLOCK) for c in range(BLOCK)]
     outside = [(r, c) for r in range(cells) for c in range(cells) if (r, c) not in inside]
-    cells_used = rng.sample(inside, IN_BLOCK) + [rng.choice(outside)]
+    while True:  # no two tiles side by side (nor diagonally): the pooling kernels of 2 cells keep them apart
+        cells_used = rng.sample(inside, IN_BLOCK) + [rng.choice(outside)]
+        if all(max(abs(a[0] - b[0]), abs(a[1] - b[1])) >= 2 for k, a in enumerate(cells_used) for b in cells_used[:k]):
+            break
     starts = (0, 0, frames // 4, frames // 2)
     objects = tuple(
         SceneObject(rim, centre, r, c, rng.choice(starts) if frames > 1 else 0)

@@ -74,7 +74,11 @@ def _tower_head(tower: nn.Module | None) -> list[nn.Parameter]:
 
 
 def model_parts(model) -> dict[str, list[nn.Parameter]]:
-    """Every tunable part of a LLaVA model, as parameter lists (module docstring)."""
+    """Every tunable part of a LLaVA model, as parameter lists (module docstring); a plain LLM (text-only
+    training, no vision tower) is all ``mm_language_model``."""
+    if not hasattr(model, "get_model"):
+        return {"mm_mlp_adapter": [], "mm_vision_resampler": [], "mm_vision_tower": [], "vision_tower_head": [],
+                "mm_language_model": list(model.parameters())}
     inner = model.get_model()
     tower = inner.get_vision_tower()
     projector = getattr(inner, "mm_projector", None)

@@ -5,7 +5,7 @@
 #   LAUNCHER=deepspeed DeepSpeed's launcher; HOSTFILE=path for several nodes (its hostfile format)
 #   LAUNCHER=python    one process (debugging)
 #   LAUNCHER=print     print the command line instead of running it: one line, shell-quoted, to read or
-#                      paste (Python reads it back with shlex.split; hicom_plugin.tools.demo trains
+#                      paste (Python reads it back with shlex.split; llava.toy.zoo trains
 #                      in-process with exactly these flags)
 #
 # GLOBAL_BATCH / (world size x PER_DEVICE_BATCH) gives --gradient_accumulation_steps.

@@ -321,9 +321,6 @@ def test_the_example_configs_load_and_the_driver_parses():
     trained = [r for r in real.rows if r.method == "trained"]
     assert [r.num_frames for r in trained] == [32, 64, 128]
     assert {(r.num_frames, r.budget) for r in real.rows if r.reducer} == {(32, 680), (64, 1328), (128, 2624)}
-    toy = compare.load_config(folder / "toy_demo.yaml")
-    assert sum(r.method == "trained" for r in toy.rows) == 5 and all(r.num_frames == 8 for r in toy.rows)
-    assert all(r.budget == 20 and r.at_floor for r in toy.rows if r.reducer)
     assert subprocess.run(["bash", "-n", str(folder / "compare.sh")]).returncode == 0
 
 
