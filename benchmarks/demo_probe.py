@@ -2,7 +2,7 @@
 
     python -m benchmarks.demo_probe [--data playground/demo/data] [--tiny playground/tiny]
 
-In the toy-scale ablation (``hicom_plugin.tools.demo``) the average pool (4,3,3) stays at chance while the
+In the toy zoo (``llava.toy.zoo``, HICom's rows) the average pool (4,3,3) stays at chance while the
 conditional compressors answer. This asks whether that is an information bound or a learning one:
 the tower's features of each video (8 frames, ``mm_vision_select_layer`` -2 of the LiT-tuned tiny
 SigLIP the demo uses) are averaged over each (4,3,3) group (padded groups, mask-aware), joined with

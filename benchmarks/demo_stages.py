@@ -8,8 +8,8 @@ interpreter's imports. Each stage's value is its first, cold call (what one ``ma
 imports, first-call kernel set-up); the warm median of further calls is in the details. The checkpoints
 are built into a fresh temporary folder.
 
-The embedded default itself (``make demo``: ``hicom_plugin.tools.demo``, the toy-scale ablation) times
-its own runs: ``playground/demo/runs.json`` holds seconds per stage and per run.
+The embedded default itself (``make demo``: ``llava.toy.zoo``, the toy zoo) times its own runs:
+``playground/demo/runs.json`` holds seconds per stage and per run.
 """
 
 from __future__ import annotations

@@ -18,5 +18,5 @@ ROWS = (
            stages=tuple(ToyStage(f"scripts/train/bvllm/tiny/{name}.sh")
                         for name in ("stage1_pretrain", "stage2_sampler", "stage3_sft")),
            env={"PRESET": "tiny", "OVERRIDES": json.dumps({"budget": TOKENS, "budget_mode": "exact"})},
-           picture=PICTURE, headline=True),
+           picture=PICTURE),
 )

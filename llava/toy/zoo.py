@@ -131,19 +131,24 @@ def all_rows() -> list[ToyRow]:
 
 
 def registered_methods() -> dict[str, dict[str, object]]:
-    """The projectors, vision towers and token reducers that plugins registered (the core's own built-ins
-    are not methods of the table): ``{registry: {name: registered value}}``."""
+    """The projectors, vision towers and token reducers that plugin packages registered (those whose
+    class comes from a package with an entry point of the plugin host; the core's built-ins are not
+    methods of the table): ``{registry: {name: registered value}}``."""
+    from importlib.metadata import entry_points
+
     from llava.model.multimodal_encoder.builder import VISION_TOWERS
     from llava.model.multimodal_projector.builder import PROJECTORS
     from llava.model.token_reduction.registry import TOKEN_REDUCERS
-    from llava.registry import load_plugins
+    from llava.registry import ENTRY_POINT_GROUPS, load_plugins
 
     load_plugins()
+    packages = {ep.value.split(":")[0].split(".")[0] for group in ENTRY_POINT_GROUPS
+                for ep in entry_points(group=group)} - {"llava"}
     found = {}
     for registry in (PROJECTORS, VISION_TOWERS, TOKEN_REDUCERS):
         values = {name: registry.get(name) for name in registry.names()}
         found[registry.what] = {name: value for name, value in values.items()
-                                if not getattr(value, "__module__", "llava.").startswith("llava.")}
+                                if getattr(value, "__module__", "").split(".")[0] in packages}
     return found
 
 
@@ -450,22 +455,25 @@ def _train_stages(job: dict) -> dict:
 
 def harness_config(rows: list[ToyRow], checkpoints: dict[str, str], data: Path, out: Path, budget: Budget) -> dict:
     """The ``runs.yaml`` of one seed: the reference, every trained row at its own count, every reducer
-    row on the reference's checkpoint at ``budget.tokens`` (at its floor when it cannot go lower)."""
+    row on the reference's checkpoint at ``budget.tokens`` (at its floor when it cannot go lower);
+    paths absolute."""
     reference = next(row for row in rows if row.reference)
     entries = []
     for row in rows:
         if row.reducer is None:
-            entries.append({"name": row.name, "checkpoint": checkpoints[row.name],
+            entries.append({"name": row.name, "checkpoint": str(Path(checkpoints[row.name]).resolve()),
                             "method": "none" if row.reference else "trained"})
             continue
         from llava.model.token_reduction.registry import TOKEN_REDUCERS
 
-        entry = {"name": row.name, "checkpoint": checkpoints[reference.name], "method": row.reducer,
+        entry = {"name": row.name, "checkpoint": str(Path(checkpoints[reference.name]).resolve()), "method": row.reducer,
                  "options": dict(row.reducer_options), "at_floor": True}
         if {"budget", "ratio"} & set(TOKEN_REDUCERS.get(row.reducer).option_names()) and not (
                 {"budget", "ratio"} & set(row.reducer_options)):
             entry["budget"] = budget.tokens
         entries.append(entry)
+    # absolute paths: the harness reads relative ones from the config file's folder
+    data, out = data.resolve(), out.resolve()
     return {"benchmark": "mvbench", "question_file": str(data / "eval" / "json"),
             "video_folder": str(data / "eval" / "video"), "output": str(out), "num_frames": budget.num_frames,
             "layout": "checkpoint", "inference": {"torch_dtype": "float32", "device": "cpu"}, "rows": entries}
@@ -537,8 +545,9 @@ def _first_sampled(appears: int, indices) -> int:
 
 def draw_picture(job: dict) -> dict:
     """One row's picture sheet (in a worker); a failure is logged and reported, not raised."""
-    rows = {row.name: row for row in all_rows()}
-    row = rows[job["row"]]
+    row = next(row for row in all_rows() if row.name == job["row"])
+    if job["options"] is not None:
+        row = dataclasses.replace(row, reducer_options=job["options"])
     out = Path(job["out"])
     try:
         clips = eval_clips(Path(job["data"]), Budget(**job["budget"]))
@@ -799,8 +808,10 @@ def run_zoo(out: Path, tiny: Path, budget: Budget, seeds: list[int], rows: list[
                 if row.picture is None:
                     continue
                 checkpoint = checkpoints[first][reference.name if row.reducer else row.name]
+                # a reducer is drawn with the options the harness resolved for the budget (its table row's)
+                options = next(r["options"] for r in harness[first] if r["name"] == row.name) if row.reducer else None
                 picture_jobs.append({"key": f"picture/{row.name}", "row": row.name, "checkpoint": checkpoint,
-                                     "data": str(data), "budget": dataclasses.asdict(budget),
+                                     "options": options, "data": str(data), "budget": dataclasses.asdict(budget),
                                      "out": str(out / "pictures" / f"{row.name}.png")})
         drawn, _ = pool.run(draw_picture, picture_jobs, {job["key"]: ["drawing"] for job in picture_jobs})
     finally:

@@ -39,8 +39,11 @@ def test_every_registered_method_has_a_row():
     assert {"hicom", "bvllm", "merv", "disco", "pool2d", "fastv", "dycoke_kv"} <= shown
 
 
-class _RowlessProjector:  # a plugin's projector (defined outside llava) that declares no toy row
+class _RowlessProjector:  # stands for a projector of an installed plugin package that declares no toy row
     pass
+
+
+_RowlessProjector.__module__ = "reducers_plugin.zoo_test"  # what makes a class a plugin's: its package
 
 
 def test_a_method_without_a_row_is_reported():
@@ -99,14 +102,18 @@ def test_every_trained_row_ends_with_the_same_instruction_tuning(tmp_path):
     assert (final["--num_train_epochs"], final["--learning_rate"]) == (str(budget.epochs), str(budget.lr))
 
 
-def test_harness_config_puts_reducers_on_the_reference_at_the_budget(tmp_path):
+def test_harness_config_puts_reducers_on_the_reference_at_the_budget(tmp_path, monkeypatch):
     rows = select_rows(all_rows(), "all", ["cond_local_global", "pool2d", "dycoke_kv", "fastv"])
-    checkpoints = {"onevision": "ref", "cond_local_global": "hicom"}
-    config = zoo.harness_config(rows, checkpoints, tmp_path, tmp_path / "out", PROFILES["default"])
+    checkpoints = {"onevision": "runs/ref", "cond_local_global": "runs/hicom"}  # relative, as the runs record them
+    monkeypatch.chdir(tmp_path)
+    config = zoo.harness_config(rows, checkpoints, Path("data"), Path("out"), PROFILES["default"])
+    ref = str(tmp_path / "runs" / "ref")
+    assert config["question_file"] == str(tmp_path / "data" / "eval" / "json")  # absolute: the harness reads
+    assert config["output"] == str(tmp_path / "out")                            # relative paths from its file's folder
     entries = {entry["name"]: entry for entry in config["rows"]}
-    assert entries["onevision"] == {"name": "onevision", "checkpoint": "ref", "method": "none"}
+    assert entries["onevision"] == {"name": "onevision", "checkpoint": ref, "method": "none"}
     assert entries["cond_local_global"]["method"] == "trained"
-    assert entries["pool2d"]["checkpoint"] == "ref" and entries["pool2d"]["budget"] == 20
+    assert entries["pool2d"]["checkpoint"] == ref and entries["pool2d"]["budget"] == 20
     assert entries["fastv"]["options"] == {"layer": 1} and entries["fastv"]["budget"] == 20
     assert "budget" not in entries["dycoke_kv"]  # acts while decoding: no budget to set
 
