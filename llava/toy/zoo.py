@@ -718,6 +718,8 @@ class _Pool:
         if self.bar is not None:
             self.bar.close()
         self.pool.shutdown()
+        self.queue.close()  # its feeder thread and semaphores end here, not in a warning at exit
+        self.queue.join_thread()
 
 
 def _fail(failures: list, what: str) -> None:
