@@ -187,6 +187,11 @@ def argument_classes() -> tuple[type, type, type]:
     registered = tuple(plugins())
     key = tuple(id(p) for p in registered)
     if key in _MERGED:
+        # the module attribute names the classes of this plugin set again (another set may have been
+        # merged meanwhile, e.g. while a plugin was registered for a while): pickle looks them up by name
+        for cls in _MERGED[key]:
+            if cls.__name__.endswith("WithPlugins"):
+                globals()[cls.__name__] = cls
         return _MERGED[key]
     owners = {f.name: "the core" for cls in (ModelArguments, DataArguments, TrainingArguments) for f in fields(cls)}
     merged = []

@@ -64,3 +64,27 @@ def test_upstream_gradient_checkpointing_flag_raises_no_warning(flag, expected, 
     assert train.gradient_checkpointing is expected
     assert getattr(train, "activation_checkpointing", expected) is expected
     assert not [w for w in recwarn if issubclass(w.category, FutureWarning)], [str(w.message) for w in recwarn]
+
+
+def test_parsed_arguments_pickle_after_a_plugin_came_and_went(tmp_path):
+    """The Trainer pickles its arguments (``training_args.bin``): the merged classes must stay the module's
+    attributes when a plugin is registered for a while and removed again (another plugin set in between)."""
+    import pickle
+    from dataclasses import dataclass
+
+    from llava.plugin import PLUGINS, Plugin, register_plugin
+
+    @dataclass
+    class ComeAndGoArgs:
+        come_and_go_lr: float | None = None
+
+    argv = ["--model_name_or_path", "m", "--output_dir", str(tmp_path), "--report_to", "none"]
+    before = parse_args(argv)[2]
+    register_plugin(Plugin(name="come_and_go", training_args=ComeAndGoArgs))
+    try:
+        assert parse_args([*argv, "--come_and_go_lr", "0.1"])[2].come_and_go_lr == 0.1
+    finally:
+        PLUGINS.unregister("come_and_go")
+    after = parse_args(argv)[2]
+    assert type(after) is type(before)
+    assert pickle.loads(pickle.dumps(after)).output_dir == str(tmp_path)
