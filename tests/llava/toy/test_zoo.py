@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -20,7 +21,8 @@ from llava.model.multimodal_projector.builder import PROJECTORS, register_projec
 from llava.toy import zoo
 from llava.toy.zoo import PROFILES, Budget, all_rows, rowless_methods, select_rows, stage_command
 
-QUICK_ROWS = ["bvllm", "cond_local_global", "pool2d", "fastv"]  # table order: plugins by name
+# table order: plugins by name; merv: a tower of four encoders ({encoder: pixels}) through the harness
+QUICK_ROWS = ["bvllm", "cond_local_global", "merv", "pool2d", "fastv"]
 
 
 def _flag(argv: list[str], name: str) -> str:
@@ -167,14 +169,15 @@ def test_quick_zoo_end_to_end_and_cached(tmp_path, tiny_llava_dir):
     assert by_name["cond_local_global"]["gflops"]["llm_prefill"] < by_name["onevision"]["gflops"]["llm_prefill"]
     # every trained run's stages ran their 2 quick steps, logged per run
     runs = json.loads((out / "runs.json").read_text())
-    assert sorted(r["row"] for r in runs) == sorted(["onevision", "cond_local_global", "bvllm"])
+    assert sorted(r["row"] for r in runs) == sorted(["onevision", "cond_local_global", "bvllm", "merv"])
     for run in runs:
         assert all(stage["steps"] == quick.max_steps for stage in run["stages"].values())
         assert (out / "runs" / run["row"] / "seed0" / "run.log").is_file()
     table = (out / "results.md").read_text()
     assert all(f"`{name}`" in table for name in by_name) and "single seed" in table
-    for path in [out / "pareto.png", *(out / "pictures" / f"{name}.png" for name in ["cond_local_global", "bvllm",
-                                                                                     "pool2d", "fastv"])]:
+    assert by_name["merv"]["tokens"] == 18 and by_name["merv"]["gflops"]["tower"] > 0
+    for path in [out / "pareto.png", out / "accuracy.png",
+                 *(out / "pictures" / f"{name}.png" for name in ["cond_local_global", "bvllm", "merv", "pool2d", "fastv"])]:
         with Image.open(path) as image:
             assert image.size[0] > 0 and image.size[1] > 0
     assert statistics.fmean(r["acc_mean"] for r in results) >= 0
@@ -182,10 +185,34 @@ def test_quick_zoo_end_to_end_and_cached(tmp_path, tiny_llava_dir):
     results_bytes = (out / "results.json").read_bytes()
     done = {p: p.stat().st_mtime_ns for p in [*(out / "runs").glob("*/seed0/done.json"),
                                              out / "compare" / "seed0" / "done.json"]}
-    assert len(done) == 4
+    assert len(done) == 5
     assert zoo.main([*argv, "--no-pictures"]) == 0
     assert (out / "results.json").read_bytes() == results_bytes
     assert {p: p.stat().st_mtime_ns for p in done} == done  # nothing trained or answered again
+
+
+def test_shared_starts_can_begin_every_row_from_the_pretrained_llm(tmp_path, tiny_dir):
+    """``--pretrain-steps N``: the LLM start is pre-trained in a worker (its log kept) while the tower and
+    the data are made, and its record enters the runs' fingerprints."""
+    import dataclasses as dc
+
+    tiny = tmp_path / "tiny"
+    shutil.copytree(tiny_dir, tiny, ignore=shutil.ignore_patterns("siglip-tiny-lit", "qwen2-tiny-tiles"))
+    budget = dc.replace(PROFILES["quick"], pretrain_steps=2)
+    pool = zoo._Pool(1)
+    try:
+        starts = zoo.shared_starts(pool, tiny, tmp_path / "data", budget)
+    finally:
+        pool.close()
+    assert starts["llm"] == str(tiny / "qwen2-tiny-tiles") and (tiny / "pretrain.log").is_file()
+    assert starts["records"]["llm"]["steps"] == 2 and starts["identity"]["llm"]["settings"]["steps"] == 2
+    assert (tmp_path / "data" / "stage3_mcqa.json").is_file()
+    pool = zoo._Pool(1)
+    try:
+        scratch = zoo.shared_starts(pool, tiny, tmp_path / "data", PROFILES["quick"])
+    finally:
+        pool.close()
+    assert scratch["llm"] == str(tiny / "qwen2-tiny") and scratch["identity"]["llm"] != starts["identity"]["llm"]
 
 
 # ---- workers ----------------------------------------------------------------------------------------
