@@ -1,11 +1,12 @@
-"""The shared LLM start of the toy zoo: scenes in words, the added tile tokens, and the cached folder."""
+"""The shared LLM start of the toy zoo: scenes of two-part tiles, the added tokens, and the cached folder."""
 
 from __future__ import annotations
 
 import json
 import random
 
-from transformers import AutoTokenizer
+import torch
+from transformers import AutoTokenizer, Qwen2ForCausalLM
 
 from llava.toy import tiny_pretrain
 from llava.toy.synthetic import COLORS
@@ -13,55 +14,92 @@ from llava.toy.tiny_pretrain import (
     EMPTY_TOKEN,
     RECORD_NAME,
     PretrainSettings,
-    conversation,
+    SceneReader,
+    centre_token,
     make_pretrained_llm,
-    scene_in_words,
-    tile_token,
+    rim_token,
+    sample,
+    scene_cells,
     world_tokens,
 )
 
 
-def test_world_tokens_are_every_two_colour_tile_and_the_empty_cell():
+def test_world_tokens_are_a_rim_and_a_centre_per_colour_and_the_empty_cell():
     tokens = world_tokens()
-    assert len(tokens) == len(COLORS) * (len(COLORS) - 1) + 1 == 21
+    assert len(tokens) == 2 * len(COLORS) + 1 == 11
     assert len(set(tokens)) == len(tokens) and tokens[-1] == EMPTY_TOKEN
-    assert tile_token("red", "red") not in tokens
+    assert rim_token("red") in tokens and centre_token("red") in tokens
 
 
-def test_a_scene_in_words_keeps_each_tile_in_its_slot_from_its_first_frame():
+def test_a_scene_keeps_each_tile_in_its_slot_from_its_first_frame():
     rng = random.Random(0)
     for _ in range(200):
         tiles = rng.choice((1, 2, 3))
-        scene, context = scene_in_words(rng, tiles)
-        cells = context.replace("|><|", "|>\n<|").split("\n")
-        assert len(cells) <= tiny_pretrain.MAX_CONTEXT and len(scene.objects) == tiles
-        slots = len(cells) // scene.frames
-        assert slots * scene.frames == len(cells)
-        for obj in scene.objects:
-            shown = [f for f in range(scene.frames) if cells[f * slots + obj.col] == tile_token(obj.rim, obj.centre)]
-            assert shown == list(range(obj.appears, scene.frames))
-        assert sum(cell != EMPTY_TOKEN for cell in cells) == sum(scene.frames - o.appears for o in scene.objects)
+        pairs, cells = scene_cells(rng, tiles)
+        assert len(cells) <= tiny_pretrain.MAX_CONTEXT and len(pairs) == tiles
+        for pair in pairs:
+            shown = [k for k, cell in enumerate(cells) if cell == pair]
+            assert shown, pair
+            slots = shown[1] - shown[0] if len(shown) > 1 else None
+            if slots:  # one slot, every frame from the first on
+                assert shown == list(range(shown[0], len(cells), slots))
+        assert {c for c in cells if c} == set(pairs)
 
 
-def test_conversations_ask_what_the_toy_set_asks():
+def test_samples_ask_what_the_toy_set_asks_in_both_formats():
     rng = random.Random(1)
-    records = [conversation(rng, k) for k in range(300)]
-    answers = [r["conversations"][1]["value"] for r in records]
-    assert sum(a.startswith("(") for a in answers) > 150  # mostly the eval's multiple-choice question
-    assert any(a.startswith("The ") and a.endswith(" tile.") for a in answers)
-    assert all("<image>" not in r["conversations"][0]["value"] and "video" not in r for r in records)
+    samples = [sample(rng) for _ in range(400)]
+    share = sum(s.multiple_choice for s in samples) / len(samples)
+    assert 0.6 < share < 0.8
+    for s in samples:
+        if s.multiple_choice:
+            letter, color = s.answer[1], s.answer.split(") ")[1]
+            assert "ABCDE"["red green blue yellow purple".split().index(color)] == letter
+            rim = s.question.split("centre of the ")[1].split(" tile")[0]
+            assert (rim, color) in s.tiles
+    assert any(s.plain for s in samples) and all(not s.plain or s.answer.endswith(" centre.") for s in samples)
 
 
-def test_pretrained_llm_reads_tiles_as_single_tokens_and_is_cached(tmp_path, tiny_dir):
-    settings = PretrainSettings(steps=2, batch=4)
+def test_reader_sums_rim_and_centre_and_labels_only_the_answer(tiny_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir / "qwen2-tiny")
+    tokenizer.add_tokens(world_tokens(), special_tokens=True)
+    model = Qwen2ForCausalLM.from_pretrained(tiny_dir / "qwen2-tiny")
+    model.resize_token_embeddings(len(tokenizer) + 8, mean_resizing=False)
+    reader = SceneReader(model.eval(), tokenizer, noise=0.5)
+    embed = model.get_input_embeddings().weight
+    ids = tokenizer.convert_tokens_to_ids
+    item = sample(random.Random(3), multiple_choice_only=True)
+    plain = tiny_pretrain.Sample((("red", "blue"), None), "", "A red tile with a blue centre.", (("red", "blue"),),
+                                 False, plain=True)
+    embeds, mask, labels = reader.batch([item, plain])
+    before = len(tokenizer(tiny_pretrain.CHAT_BEFORE, add_special_tokens=False)["input_ids"])
+    for k, cell in enumerate(item.cells):
+        want = embed[ids(rim_token(cell[0]))] + embed[ids(centre_token(cell[1]))] if cell else embed[ids(EMPTY_TOKEN)]
+        torch.testing.assert_close(embeds[0, before + k], want)
+    torch.testing.assert_close(embeds[1, 0], embed[ids(rim_token("red"))] + embed[ids(centre_token("blue"))])
+    torch.testing.assert_close(embeds[1, 1], embed[ids(EMPTY_TOKEN)])
+    answer = tokenizer(item.answer + "<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    assert labels[0][labels[0] != -100].tolist() == answer
+    caption = tokenizer("A red tile with a blue centre.\n", add_special_tokens=False)["input_ids"]
+    assert labels[1][labels[1] != -100].tolist() == caption and int(mask[1].sum()) == 2 + len(caption)
+    assert int(mask[0].sum()) == labels.shape[1] == embeds.shape[1]
+    model.train()  # noise on the cells only
+    noisy, _, _ = reader.batch([item, plain])
+    assert not torch.allclose(noisy[0, before], embeds[0, before])
+    torch.testing.assert_close(noisy[0, :before], embeds[0, :before])
+
+
+def test_pretrained_llm_has_the_world_tokens_and_is_cached(tmp_path, tiny_dir):
+    settings = PretrainSettings(steps=2, batch=4, warmup=1)
     tiny = tmp_path / "tiny"
     tiny.mkdir()
     (tiny / "qwen2-tiny").symlink_to(tiny_dir / "qwen2-tiny")
     out = make_pretrained_llm(tiny, settings)
     record = json.loads((out / RECORD_NAME).read_text())
     assert record["steps"] == 2 and record["settings"]["steps"] == 2 and record["version"] == tiny_pretrain.PRETRAIN_VERSION
+    assert 0 <= record["held_out_multiple_choice"]["after"] <= 1
     tokenizer = AutoTokenizer.from_pretrained(out)
-    for token in (tile_token("red", "blue"), EMPTY_TOKEN):
+    for token in world_tokens():
         assert len(tokenizer(token + token).input_ids) == 2
     weights = out / "model.safetensors"
     written = weights.stat().st_mtime_ns

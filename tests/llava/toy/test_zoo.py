@@ -192,13 +192,14 @@ def test_quick_zoo_end_to_end_and_cached(tmp_path, tiny_llava_dir):
 
 
 def test_shared_starts_can_begin_every_row_from_the_pretrained_llm(tmp_path, tiny_dir):
-    """``--pretrain-steps N``: the LLM start is pre-trained in a worker (its log kept) while the tower and
-    the data are made, and its record enters the runs' fingerprints."""
+    """The LLM start is pre-trained in a worker (its log kept) while the tower and the data are made, and
+    its record enters the runs' fingerprints; ``--pretrain-steps 0`` starts from the random tiny LLM."""
     import dataclasses as dc
 
     tiny = tmp_path / "tiny"
     shutil.copytree(tiny_dir, tiny, ignore=shutil.ignore_patterns("siglip-tiny-lit", "qwen2-tiny-tiles"))
-    budget = dc.replace(PROFILES["quick"], pretrain_steps=2)
+    budget = PROFILES["quick"]
+    assert budget.pretrain_steps == 2 and PROFILES["default"].pretrain_steps > 0  # every profile pre-trains
     pool = zoo._Pool(1)
     try:
         starts = zoo.shared_starts(pool, tiny, tmp_path / "data", budget)
@@ -209,7 +210,7 @@ def test_shared_starts_can_begin_every_row_from_the_pretrained_llm(tmp_path, tin
     assert (tmp_path / "data" / "stage3_mcqa.json").is_file()
     pool = zoo._Pool(1)
     try:
-        scratch = zoo.shared_starts(pool, tiny, tmp_path / "data", PROFILES["quick"])
+        scratch = zoo.shared_starts(pool, tiny, tmp_path / "data", dc.replace(budget, pretrain_steps=0))
     finally:
         pool.close()
     assert scratch["llm"] == str(tiny / "qwen2-tiny") and scratch["identity"]["llm"] != starts["identity"]["llm"]
