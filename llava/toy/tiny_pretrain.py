@@ -23,15 +23,15 @@ This module makes the stand-in for that pre-trained LLM, offline, before any row
   "frames" in which each tile keeps its slot from its first frame on. Layouts are random, so the LLM
   learns to find a tile wherever a visual path will put it, not one projector's layout;
 * the questions are the toy set's, about scenes of one to three tiles: the eval's multiple-choice
-  question in MVBench's prompt, the reverse question, the description's first sentence and the
-  caption, in the ``qwen_1_5`` chat format of the later stages, and the caption alone in the
-  ``plain`` format of the alignment stages.
+  question in MVBench's prompt (70%), the reverse question and the caption, in the ``qwen_1_5``
+  chat format of the stage scripts. (:class:`SceneReader` also reads the alignment stages' ``plain``
+  format: a start of 1,200 steps with 5% plain captions left the toy's reference at chance.)
 
 Every toy row (trained compressors and the uncompressed reference alike) starts from this folder;
 nothing in it has seen a pixel. The visual path then learns, in each method's own stages, to produce
 what this LLM reads.
 
-    python -m llava.toy.tiny_pretrain --tiny playground/tiny [--steps 1000] [--seed 0] [--force]
+    python -m llava.toy.tiny_pretrain --tiny playground/tiny [--steps 1500] [--seed 0] [--force]
 
 writes ``TINY/qwen2-tiny-tiles/`` (a full HF folder with the tokenizer) with ``pretrain.json``: the
 settings, the loss before and after, and the multiple-choice accuracy on held-out scenes.
@@ -92,7 +92,7 @@ def world_tokens() -> list[str]:
 
 @dataclass(frozen=True)
 class PretrainSettings:
-    steps: int = 1000
+    steps: int = 1500
     batch: int = 32
     lr: float = 2e-3
     warmup: int = 50
@@ -150,7 +150,7 @@ def sample(rng: random.Random, multiple_choice_only: bool = False) -> Sample:
         question, answer = f"Which tile has a {centre} centre?", f"The {rim} tile."
     else:
         question, answer = CAPTION_PROMPT, _caption(pairs)
-    return Sample(tuple(cells), question, answer, tuple(pairs), kind < 0.7, plain=kind >= 0.95)
+    return Sample(tuple(cells), question, answer, tuple(pairs), kind < 0.7)
 
 
 class SceneReader:

@@ -93,7 +93,7 @@ class Budget:
     lit_steps: int = 800  # the tiny SigLIP's text tower, tuned on the tiles (llava.toy.tiny_lit)
     # >0: every row starts from the tiny Qwen2 pre-trained this many steps on scenes of two-part tiles
     # (llava.toy.tiny_pretrain); 0: from the random tiny Qwen2, with which the reference stays at chance
-    pretrain_steps: int = 1200
+    pretrain_steps: int = 1500
     picture_clips: int = 2
 
     def dataset_args(self) -> dict:
