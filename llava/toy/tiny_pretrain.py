@@ -24,8 +24,8 @@ This module makes the stand-in for that pre-trained LLM, offline, before any row
   learns to find a tile wherever a visual path will put it, not one projector's layout;
 * the questions are the toy set's, about scenes of one to three tiles: the eval's multiple-choice
   question in MVBench's prompt (70%), the reverse question and the caption, in the ``qwen_1_5``
-  chat format of the stage scripts. (:class:`SceneReader` also reads the alignment stages' ``plain``
-  format: a start of 1,200 steps with 5% plain captions left the toy's reference at chance.)
+  chat format of the stage scripts. (A start of 1,200 steps that also read 5% of its captions in the
+  alignment stages' ``plain`` format left the toy's reference at chance.)
 
 Every toy row (trained compressors and the uncompressed reference alike) starts from this folder;
 nothing in it has seen a pixel. The visual path then learns, in each method's own stages, to produce
@@ -54,6 +54,9 @@ import torch
 from llava.toy.synthetic import (
     CAPTION_PROMPT,
     COLORS,
+    Scene,
+    SceneObject,
+    caption,
     color_question,
     multiple_choice_answer,
     multiple_choice_prompt,
@@ -74,7 +77,6 @@ EVAL_SCENES = 200
 CHAT_BEFORE = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
 CHAT_AFTER = "\n{question}<|im_end|>\n<|im_start|>assistant\n"
 CHAT_ANSWER = "{answer}<|im_end|>\n"
-PLAIN_ANSWER = "{answer}\n"  # --version plain: the media, then the caption and the separator
 
 
 def rim_token(color: str) -> str:
@@ -109,7 +111,6 @@ class Sample:
     answer: str
     tiles: tuple[tuple[str, str], ...]
     multiple_choice: bool
-    plain: bool = False  # the alignment stages' format: no chat frame, no question
 
 
 def scene_cells(rng: random.Random, tiles: int) -> tuple[list[tuple[str, str]], list[tuple[str, str] | None]]:
@@ -131,13 +132,6 @@ def scene_cells(rng: random.Random, tiles: int) -> tuple[list[tuple[str, str]], 
     return pairs, cells
 
 
-def _caption(pairs: list[tuple[str, str]]) -> str:
-    order = list(COLORS)
-    words = [f"a {rim} tile with a {centre} centre" for rim, centre in sorted(pairs, key=lambda p: order.index(p[0]))]
-    listing = ", ".join(words[:-1]) + f" and {words[-1]}" if len(words) > 1 else words[0]
-    return listing.capitalize() + "."
-
-
 def sample(rng: random.Random, multiple_choice_only: bool = False) -> Sample:
     """A random scene of one to three tiles and one of the toy set's questions about it."""
     pairs, cells = scene_cells(rng, rng.choice((1, 2, 3, 3, 3)))
@@ -149,7 +143,8 @@ def sample(rng: random.Random, multiple_choice_only: bool = False) -> Sample:
     elif kind < 0.85:
         question, answer = f"Which tile has a {centre} centre?", f"The {rim} tile."
     else:
-        question, answer = CAPTION_PROMPT, _caption(pairs)
+        # the toy set's caption; it names tiles by color only, so a scene's cells need no grid place
+        question, answer = CAPTION_PROMPT, caption(Scene(tuple(SceneObject(r, c, 0, 0, 0) for r, c in pairs), (0, 0), 1))
     return Sample(tuple(cells), question, answer, tuple(pairs), kind < 0.7)
 
 
@@ -174,9 +169,9 @@ class SceneReader:
         centre token's; cells get noise while the model trains."""
         rows = []  # per sample: (token ids, centre ids added at tile cells or -1, is a cell, labels)
         for item in samples:
-            before = [] if item.plain else self.before
-            after = [] if item.plain else self.tokenize(CHAT_AFTER.format(question=item.question))
-            answer = self.tokenize((PLAIN_ANSWER if item.plain else CHAT_ANSWER).format(answer=item.answer))
+            before = self.before
+            after = self.tokenize(CHAT_AFTER.format(question=item.question))
+            answer = self.tokenize(CHAT_ANSWER.format(answer=item.answer))
             cells = [self.rim[c[0]] if c else self.empty for c in item.cells]
             centres = [self.centre[c[1]] if c else -1 for c in item.cells]
             text = len(before), len(after) + len(answer)

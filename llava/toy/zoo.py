@@ -84,8 +84,9 @@ class Budget:
     adapter_epochs: int = 1
     epochs: int = 4  # instruction tuning
     batch: int = 8
-    # the LLM, pre-trained, moves ten times slower than the visual path (LLaVA's recipes: 1e-5 against
-    # 1e-3 for 7B); the visual path's group is --mm_projector_lr (every method's projector or compressor)
+    # the pre-trained LLM moves ten times slower than the new visual path (faster, it memorises the
+    # training videos: README); the visual path's group is --mm_projector_lr (every method's projector
+    # or compressor)
     lr: float = 2e-4
     projector_lr: float = 2e-3
     max_steps: int = 0  # 0: the epochs decide (every stage)
@@ -212,7 +213,7 @@ def prepare_data(folder: Path, budget: Budget) -> None:
 
 
 def pretrain_llm(job: dict) -> str:
-    """The shared pre-trained LLM (in a worker, its trainer's output in ``job["log"]``); its folder."""
+    """The shared pre-trained LLM (in a worker, its progress in ``job["log"]``); its folder."""
     from llava.toy.tiny_pretrain import PretrainSettings, make_pretrained_llm
 
     return str(_logged(Path(job["log"]), lambda: make_pretrained_llm(

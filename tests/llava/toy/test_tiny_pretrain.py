@@ -57,7 +57,8 @@ def test_samples_ask_what_the_toy_set_asks():
             assert "ABCDE"["red green blue yellow purple".split().index(color)] == letter
             rim = s.question.split("centre of the ")[1].split(" tile")[0]
             assert (rim, color) in s.tiles
-    assert not any(s.plain for s in samples)  # the chat format; the plain one only when asked for
+    captions = [s for s in samples if s.question == "Name the objects."]
+    assert captions and all(s.answer.count(" tile with a ") == len(s.tiles) for s in captions)
 
 
 def test_reader_sums_rim_and_centre_and_labels_only_the_answer(tiny_dir):
@@ -69,22 +70,24 @@ def test_reader_sums_rim_and_centre_and_labels_only_the_answer(tiny_dir):
     embed = model.get_input_embeddings().weight
     ids = tokenizer.convert_tokens_to_ids
     item = sample(random.Random(3), multiple_choice_only=True)
-    plain = tiny_pretrain.Sample((("red", "blue"), None), "", "A red tile with a blue centre.", (("red", "blue"),),
-                                 False, plain=True)
-    embeds, mask, labels = reader.batch([item, plain])
+    short = tiny_pretrain.Sample((("red", "blue"), None), "Name the objects.", "A red tile with a blue centre.",
+                                 (("red", "blue"),), False)
+    embeds, mask, labels = reader.batch([item, short])
     before = len(tokenizer(tiny_pretrain.CHAT_BEFORE, add_special_tokens=False)["input_ids"])
     for k, cell in enumerate(item.cells):
         want = embed[ids(rim_token(cell[0]))] + embed[ids(centre_token(cell[1]))] if cell else embed[ids(EMPTY_TOKEN)]
         torch.testing.assert_close(embeds[0, before + k], want)
-    torch.testing.assert_close(embeds[1, 0], embed[ids(rim_token("red"))] + embed[ids(centre_token("blue"))])
-    torch.testing.assert_close(embeds[1, 1], embed[ids(EMPTY_TOKEN)])
+    torch.testing.assert_close(embeds[1, before], embed[ids(rim_token("red"))] + embed[ids(centre_token("blue"))])
+    torch.testing.assert_close(embeds[1, before + 1], embed[ids(EMPTY_TOKEN)])
     answer = tokenizer(item.answer + "<|im_end|>\n", add_special_tokens=False)["input_ids"]
     assert labels[0][labels[0] != -100].tolist() == answer
-    caption = tokenizer("A red tile with a blue centre.\n", add_special_tokens=False)["input_ids"]
-    assert labels[1][labels[1] != -100].tolist() == caption and int(mask[1].sum()) == 2 + len(caption)
+    caption = tokenizer("A red tile with a blue centre.<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    after = tokenizer(tiny_pretrain.CHAT_AFTER.format(question="Name the objects."), add_special_tokens=False)["input_ids"]
+    assert labels[1][labels[1] != -100].tolist() == caption
+    assert int(mask[1].sum()) == before + 2 + len(after) + len(caption)
     assert int(mask[0].sum()) == labels.shape[1] == embeds.shape[1]
     model.train()  # noise on the cells only
-    noisy, _, _ = reader.batch([item, plain])
+    noisy, _, _ = reader.batch([item, short])
     assert not torch.allclose(noisy[0, before], embeds[0, before])
     torch.testing.assert_close(noisy[0, :before], embeds[0, :before])
 
