@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..constants import IGNORE_INDEX
 from .instructions import recover_instructions
 from .multimodal_encoder.builder import build_vision_tower
 from .multimodal_projector.base import StructuredProjector
@@ -444,6 +445,24 @@ class LlavaMetaForCausalLM(ABC):
                            f"weight for them ({weights}); declare them as a plugin AuxLoss")
         return sum(weights[name] * value for name, value in losses.items())
 
+    def _supervised_forward(self, input_ids, attention_mask, position_ids, inputs_embeds, labels, kwargs):
+        """The training forward: the LM's loss as its own forward computes it, with the LM head applied
+        only at the positions whose next token is supervised in some sample of the batch (the answers:
+        a video's hundreds of visual tokens and the prompt never are). ``logits`` holds those positions
+        only. Same loss, without the head's cost (and memory) at every position."""
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        hidden = self.get_model()(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, use_cache=False, **kwargs,
+        ).last_hidden_state
+        targets = labels[:, 1:]
+        keep = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)
+        logits = self.lm_head(hidden[:, keep])
+        loss = self.loss_function(logits=logits, labels=None, vocab_size=self.config.vocab_size,
+                                  shift_labels=targets[:, keep].contiguous(), **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
     # ------------------------------------------------------------------ HF entry points
 
     def forward(
@@ -489,10 +508,14 @@ class LlavaMetaForCausalLM(ABC):
                 inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs,
             ).last_hidden_state
             return self.lm_head(hidden), labels
-        out = super().forward(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, **kwargs,
-        )
+        if labels is not None and self.training and not use_cache and not (
+                {"output_attentions", "output_hidden_states", "past_key_values"} & set(kwargs)):
+            out = self._supervised_forward(input_ids, attention_mask, position_ids, inputs_embeds, labels, kwargs)
+        else:
+            out = super().forward(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, **kwargs,
+            )
         if aux_losses and out.loss is not None:
             out.loss = out.loss + self._weighted_aux_loss(aux_losses)
             out.aux_losses = {name: value.detach() for name, value in aux_losses.items()}

@@ -3,7 +3,7 @@
 A real video LLM starts from a pre-trained LLM that already reads a context, finds what a question
 names in it and answers in the benchmark's format; only the visual path is new. The random tiny
 Qwen2 of :mod:`llava.toy.tiny` knows none of that, and learning it from scratch in the instruction
-tuning (locate the tile the question names among 128 visual tokens, read its centre, map the color
+tuning (locate the tile the question names among 392 visual tokens, read its centre, map the color
 to a letter) is where every uncompressed toy run stalled: the answer letter stayed near chance
 however long the tuning ran.
 
@@ -22,10 +22,13 @@ This module makes the stand-in for that pre-trained LLM, offline, before any row
 * a scene has a random length (a few cells to :data:`MAX_CONTEXT`), cut into a random number of
   "frames" in which each tile keeps its slot from its first frame on. Layouts are random, so the LLM
   learns to find a tile wherever a visual path will put it, not one projector's layout;
-* the questions are the toy set's, about scenes of one to three tiles: the eval's multiple-choice
-  question in MVBench's prompt (70%), the reverse question and the caption, in the ``qwen_1_5``
-  chat format of the stage scripts. (A start of 1,200 steps that also read 5% of its captions in the
-  alignment stages' ``plain`` format left the toy's reference at chance.)
+* the questions are the toy set's, about scenes of one to three tiles, in the formats of every stage
+  script: the eval's multiple-choice question in MVBench's prompt (60%), the reverse question, the
+  caption asked for, and the knowledge stage's description (a tile's centre, its place on the
+  frame's slots read as a square grid, its first frame), in the ``qwen_1_5`` chat format; and the
+  caption in the alignment stage's ``plain`` format. An LLM that already reads the alignment stages'
+  answers from a scene gives their frozen-LLM steps a signal to align the visual path with (without
+  them, a reference after its two alignment stages answered 23-30% zero-shot).
 
 Every toy row (trained compressors and the uncompressed reference alike) starts from this folder;
 nothing in it has seen a pixel. The visual path then learns, in each method's own stages, to produce
@@ -58,6 +61,7 @@ from llava.toy.synthetic import (
     SceneObject,
     caption,
     color_question,
+    describe,
     multiple_choice_answer,
     multiple_choice_prompt,
     sample_colors,
@@ -68,15 +72,16 @@ logger = logging.getLogger(__name__)
 
 PRETRAINED_DIRNAME = "qwen2-tiny-tiles"
 RECORD_NAME = "pretrain.json"
-PRETRAIN_VERSION = 3  # raised when what a settings tuple produces changes
+PRETRAIN_VERSION = 4  # raised when what a settings tuple produces changes
 EMPTY_TOKEN = "<|cell|>"
-MAX_CONTEXT = 144  # cells of the longest scene (the uncompressed toy video has 128 tokens)
+MAX_CONTEXT = 144  # cells of the longest scene (the reference's 392 tokens it meets in the rows' tuning)
 SHORT_CONTEXT = 48  # half of the scenes are at most this long: the retrieval is learnt fastest on short ones
 EVAL_SCENES = 200
 # The chat frame of the stage scripts' ``--version qwen_1_5``: the scene stands where <video> is.
 CHAT_BEFORE = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
 CHAT_AFTER = "\n{question}<|im_end|>\n<|im_start|>assistant\n"
 CHAT_ANSWER = "{answer}<|im_end|>\n"
+PLAIN_ANSWER = "{answer}\n"  # the ``plain`` template of the alignment stage: the caption right after the scene
 
 
 def rim_token(color: str) -> str:
@@ -111,11 +116,15 @@ class Sample:
     answer: str
     tiles: tuple[tuple[str, str], ...]
     multiple_choice: bool
+    plain: bool = False  # LLaVA's ``plain`` template: the cells, then the answer, with no chat frame
 
 
-def scene_cells(rng: random.Random, tiles: int) -> tuple[list[tuple[str, str]], list[tuple[str, str] | None]]:
-    """``tiles`` (rim, centre) pairs and a scene of cells: a random number of frames of a random number
-    of slots, each tile in its own slot from a random first frame on, empty cells elsewhere."""
+def scene_cells(rng: random.Random, tiles: int) -> tuple[list[tuple[str, str]], list[tuple[str, str] | None],
+                                                      Scene, int]:
+    """``tiles`` (rim, centre) pairs; a scene of cells: a random number of frames of a random number of
+    slots, each tile in its own slot from a random first frame on, empty cells elsewhere; the scene as
+    the toy set's text sees it, with each tile's slot on the frame's slots read as a square grid of
+    the returned side (row-major, as a projector's patches come) and its first frame."""
     frames = rng.randint(1, 8)
     longest = SHORT_CONTEXT if rng.random() < 0.5 else MAX_CONTEXT
     slots = rng.randint(max(tiles, 2), max(tiles, longest // frames))
@@ -129,23 +138,30 @@ def scene_cells(rng: random.Random, tiles: int) -> tuple[list[tuple[str, str]], 
             if frame >= first:
                 row[place] = pair
         cells.extend(row)
-    return pairs, cells
+    side = math.isqrt(slots - 1) + 1
+    scene = Scene(tuple(SceneObject(rim, centre, place // side, place % side, first)
+                        for (rim, centre), place, first in zip(pairs, places, appears)), (0, 0), frames)
+    return pairs, cells, scene, side
 
 
 def sample(rng: random.Random, multiple_choice_only: bool = False) -> Sample:
-    """A random scene of one to three tiles and one of the toy set's questions about it."""
-    pairs, cells = scene_cells(rng, rng.choice((1, 2, 3, 3, 3)))
+    """A random scene of one to three tiles and one of the toy set's questions about it: the eval's
+    multiple choice (60%), the reverse question, the caption asked for in the chat format, the caption
+    in the alignment stage's ``plain`` format (the scene, then the caption) and the knowledge stage's
+    description (10% each)."""
+    pairs, cells, scene, side = scene_cells(rng, rng.choice((1, 2, 3, 3, 3)))
     rim, centre = rng.choice(pairs)
     kind = 0.0 if multiple_choice_only else rng.random()
     options = tuple(COLORS)
-    if kind < 0.7:
+    if kind < 0.6:
         question, answer = multiple_choice_prompt(color_question(rim), options), multiple_choice_answer(centre, options)
-    elif kind < 0.85:
+    elif kind < 0.7:
         question, answer = f"Which tile has a {centre} centre?", f"The {rim} tile."
+    elif kind < 0.9:
+        question, answer = CAPTION_PROMPT, caption(scene)
     else:
-        # the toy set's caption; it names tiles by color only, so a scene's cells need no grid place
-        question, answer = CAPTION_PROMPT, caption(Scene(tuple(SceneObject(r, c, 0, 0, 0) for r, c in pairs), (0, 0), 1))
-    return Sample(tuple(cells), question, answer, tuple(pairs), kind < 0.7)
+        question, answer = describe(scene.find(rim), scene, side)
+    return Sample(tuple(cells), question, answer, tuple(pairs), kind < 0.6, plain=0.8 <= kind < 0.9)
 
 
 class SceneReader:
@@ -169,9 +185,12 @@ class SceneReader:
         centre token's; cells get noise while the model trains."""
         rows = []  # per sample: (token ids, centre ids added at tile cells or -1, is a cell, labels)
         for item in samples:
-            before = self.before
-            after = self.tokenize(CHAT_AFTER.format(question=item.question))
-            answer = self.tokenize(CHAT_ANSWER.format(answer=item.answer))
+            if item.plain:
+                before, after, answer = [], [], self.tokenize(PLAIN_ANSWER.format(answer=item.answer))
+            else:
+                before = self.before
+                after = self.tokenize(CHAT_AFTER.format(question=item.question))
+                answer = self.tokenize(CHAT_ANSWER.format(answer=item.answer))
             cells = [self.rim[c[0]] if c else self.empty for c in item.cells]
             centres = [self.centre[c[1]] if c else -1 for c in item.cells]
             text = len(before), len(after) + len(answer)
@@ -202,6 +221,16 @@ class SceneReader:
                 guess = logits[row, letter_at - 1, self.letters].argmax().item()
                 correct += int("ABCDE"[guess] == item.answer[1])
         return correct / len(samples)
+
+
+def answer_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The causal LM loss of ``labels`` (mean over the answer tokens, as the model's own loss), with the
+    LM head applied only where a next token is supervised: most positions are scene and prompt, and
+    the head is about half of this LLM's compute."""
+    hidden = model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    supervised = targets != -100
+    return torch.nn.functional.cross_entropy(model.lm_head(hidden[supervised]).float(), targets[supervised])
 
 
 def add_world_tokens(source: Path, out: Path) -> None:
@@ -240,7 +269,7 @@ def pretrain(tiny: Path, work: Path, settings: PretrainSettings, progress: bool 
     for step in tqdm(range(settings.steps), desc="LLM pre-training on scenes", unit="step", disable=not progress,
                      leave=False):
         embeds, mask, labels = reader.batch([sample(rng) for _ in range(settings.batch)])
-        loss = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        loss = answer_loss(model, embeds, mask, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -71,6 +71,39 @@ def test_forward_with_loss_on_image_and_video(loaded, image, video):
     assert torch.isfinite(out.loss)
 
 
+def test_training_forward_heads_the_supervised_positions_only(loaded, image):
+    """In training, the LM head runs only where a next token is supervised in some sample (the answers),
+    and the loss is the full forward's."""
+    tokenizer, model, _ = loaded
+    question = "what colour is the square?"
+    rows, supervised = [], []
+    for answer in ("red", "a red square in the middle"):
+        ids = prompt_ids(tokenizer, question, answer)[0]
+        labels = ids.clone()
+        labels[: prompt_ids(tokenizer, question).shape[1]] = IGNORE_INDEX  # the answer only
+        rows.append((ids, labels))
+        supervised.append(int((labels != IGNORE_INDEX).sum()))
+    length = max(len(ids) for ids, _ in rows)
+    pad = lambda t, fill: torch.cat([t, torch.full((length - len(t),), fill, dtype=t.dtype)])  # noqa: E731
+    ids = torch.stack([pad(i, tokenizer.pad_token_id) for i, _ in rows])
+    labels = torch.stack([pad(l, IGNORE_INDEX) for _, l in rows])
+    mask = torch.stack([pad(torch.ones(len(i), dtype=torch.long), 0) for i, _ in rows])
+    batch = dict(input_ids=ids, attention_mask=mask, labels=labels, images=[image, image], modalities=["image", "image"])
+    with torch.no_grad():
+        full = model(**batch)  # not training (no dropout in these towers): the LM's own forward, logits everywhere
+    model.train()
+    try:
+        headed = model(**batch)
+    finally:
+        model.eval()
+    torch.testing.assert_close(headed.loss, full.loss)
+    # the prompts match, so the short answer's positions lie within the long one's
+    assert headed.logits.shape[:2] == (2, max(supervised)) < full.logits.shape[:2]
+    headed.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.get_model().mm_projector.parameters())
+    model.zero_grad()
+
+
 def test_pooling_reads_config_at_every_call(loaded, video):
     tokenizer, model, _ = loaded
     ids = prompt_ids(tokenizer, "what happens?")

@@ -35,7 +35,7 @@ def test_a_scene_keeps_each_tile_in_its_slot_from_its_first_frame():
     rng = random.Random(0)
     for _ in range(200):
         tiles = rng.choice((1, 2, 3))
-        pairs, cells = scene_cells(rng, tiles)
+        pairs, cells, scene, side = scene_cells(rng, tiles)
         assert len(cells) <= tiny_pretrain.MAX_CONTEXT and len(pairs) == tiles
         for pair in pairs:
             shown = [k for k, cell in enumerate(cells) if cell == pair]
@@ -44,13 +44,19 @@ def test_a_scene_keeps_each_tile_in_its_slot_from_its_first_frame():
             if slots:  # one slot, every frame from the first on
                 assert shown == list(range(shown[0], len(cells), slots))
         assert {c for c in cells if c} == set(pairs)
+        slots = len(cells) // scene.frames
+        assert (side - 1) ** 2 < slots <= side ** 2
+        for obj, pair in zip(scene.objects, pairs):  # the described place: the slot on a square grid
+            first = cells.index(pair)
+            assert (obj.rim, obj.centre) == pair and first // slots == obj.appears
+            assert first % slots == obj.row * side + obj.col
 
 
 def test_samples_ask_what_the_toy_set_asks():
     rng = random.Random(1)
     samples = [sample(rng) for _ in range(400)]
     share = sum(s.multiple_choice for s in samples) / len(samples)
-    assert 0.6 < share < 0.8
+    assert 0.5 < share < 0.7
     for s in samples:
         if s.multiple_choice:
             letter, color = s.answer[1], s.answer.split(") ")[1]
@@ -59,6 +65,13 @@ def test_samples_ask_what_the_toy_set_asks():
             assert (rim, color) in s.tiles
     captions = [s for s in samples if s.question == "Name the objects."]
     assert captions and all(s.answer.count(" tile with a ") == len(s.tiles) for s in captions)
+    assert 0.3 < sum(s.plain for s in captions) / len(captions) < 0.7 and not any(s.plain for s in samples if s not in captions)
+    described = [s for s in samples if s.question.startswith("Describe the ")]
+    assert 0.05 < len(described) / len(samples) < 0.15
+    for s in described:
+        rim = s.question.split("Describe the ")[1].split(" tile")[0]
+        centre = dict(s.tiles)[rim]
+        assert s.answer.startswith(f"The {rim} tile has a {centre} centre. It is at the ")
 
 
 def test_reader_sums_rim_and_centre_and_labels_only_the_answer(tiny_dir):
@@ -86,6 +99,16 @@ def test_reader_sums_rim_and_centre_and_labels_only_the_answer(tiny_dir):
     assert labels[1][labels[1] != -100].tolist() == caption
     assert int(mask[1].sum()) == before + 2 + len(after) + len(caption)
     assert int(mask[0].sum()) == labels.shape[1] == embeds.shape[1]
+    plain = tiny_pretrain.Sample((None, ("red", "blue")), "Name the objects.", "A red tile with a blue centre.",
+                                 (("red", "blue"),), False, plain=True)
+    alone, alone_mask, alone_labels = reader.batch([plain])  # the alignment stage's frame: scene, caption
+    torch.testing.assert_close(alone[0, 0], embed[ids(EMPTY_TOKEN)])
+    torch.testing.assert_close(alone[0, 1], embed[ids(rim_token("red"))] + embed[ids(centre_token("blue"))])
+    plain_caption = tokenizer("A red tile with a blue centre.\n", add_special_tokens=False)["input_ids"]
+    assert alone_labels[0].tolist() == [-100, -100] + plain_caption and int(alone_mask.sum()) == 2 + len(plain_caption)
+    # the pre-training's loss, with the LM head on the supervised positions only, is the model's own
+    full = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(tiny_pretrain.answer_loss(model, embeds, mask, labels), full)
     model.train()  # noise on the cells only
     noisy, _, _ = reader.batch([item, short])
     assert not torch.allclose(noisy[0, before], embeds[0, before])

@@ -22,7 +22,7 @@ from llava.toy import zoo
 from llava.toy.zoo import PROFILES, Budget, all_rows, rowless_methods, select_rows, stage_command
 
 # table order: plugins by name; merv: a tower of four encoders ({encoder: pixels}) through the harness
-QUICK_ROWS = ["bvllm", "cond_local_global", "merv", "pool2d", "fastv"]
+QUICK_ROWS = ["onevision_pool2", "bvllm", "cond_local_global", "merv", "pool2d", "fastv"]
 
 
 def _flag(argv: list[str], name: str) -> str:
@@ -89,6 +89,7 @@ def test_every_trained_row_ends_with_the_same_instruction_tuning(tmp_path):
         for argv in argvs:
             assert _flag(argv, "--num_frames") == str(budget.num_frames)
             assert _flag(argv, "--seed") == "3" and _flag(argv, "--gradient_accumulation_steps") == "1"
+            assert _flag(argv, "--warmup_ratio") == str(budget.warmup_ratio)
             assert "--deepspeed" not in argv and _flag(argv, "--output_dir").startswith(job["run_dir"])
         for argv in argvs[:-1]:  # the method's adapter stages: one epoch each
             assert _flag(argv, "--num_train_epochs") == "1"
@@ -162,14 +163,15 @@ def test_quick_zoo_end_to_end_and_cached(tmp_path, tiny_llava_dir):
         assert set(r["gflops"]) == {"tower", "projector", "reducer", "llm_prefill"}
         assert r["gflops"]["llm_prefill"] > 0
     by_name = {r["name"]: r for r in results}
-    assert by_name["onevision"]["tokens"] == 8 * 16 and by_name["onevision"]["token_share"] == 1.0
+    assert by_name["onevision"]["tokens"] == 8 * 49 and by_name["onevision"]["token_share"] == 1.0  # every patch
+    assert by_name["onevision_pool2"]["tokens"] == 8 * 16  # OneVision's 2 x 2 video pooling, a row of its own
     assert by_name["cond_local_global"]["tokens"] == 20 and by_name["bvllm"]["tokens"] == 20
     assert by_name["pool2d"]["tokens"] <= quick.tokens and by_name["pool2d"]["kind"] == "training-free"
     assert by_name["fastv"]["matched_on"] == "layer_average_tokens"
     assert by_name["cond_local_global"]["gflops"]["llm_prefill"] < by_name["onevision"]["gflops"]["llm_prefill"]
     # every trained run's stages ran their 2 quick steps, logged per run
     runs = json.loads((out / "runs.json").read_text())
-    assert sorted(r["row"] for r in runs) == sorted(["onevision", "cond_local_global", "bvllm", "merv"])
+    assert sorted(r["row"] for r in runs) == sorted(["onevision", "onevision_pool2", "cond_local_global", "bvllm", "merv"])
     for run in runs:
         assert all(stage["steps"] == quick.max_steps for stage in run["stages"].values())
         assert (out / "runs" / run["row"] / "seed0" / "run.log").is_file()
@@ -185,7 +187,7 @@ def test_quick_zoo_end_to_end_and_cached(tmp_path, tiny_llava_dir):
     results_bytes = (out / "results.json").read_bytes()
     done = {p: p.stat().st_mtime_ns for p in [*(out / "runs").glob("*/seed0/done.json"),
                                              out / "compare" / "seed0" / "done.json"]}
-    assert len(done) == 5
+    assert len(done) == 6  # five trained runs and the harness pass
     assert zoo.main([*argv, "--no-pictures"]) == 0
     assert (out / "results.json").read_bytes() == results_bytes
     assert {p: p.stat().st_mtime_ns for p in done} == done  # nothing trained or answered again
