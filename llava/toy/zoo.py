@@ -230,10 +230,13 @@ def pretrain_llm(job: dict) -> str:
 
     from llava.toy.tiny_pretrain import PretrainSettings, make_pretrained_llm
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
-
-    return str(_logged(Path(job["log"]), lambda: make_pretrained_llm(
-        Path(job["tiny"]), PretrainSettings(steps=job["steps"]), progress=True)))
+    try:
+        return str(_logged(Path(job["log"]), lambda: make_pretrained_llm(
+            Path(job["tiny"]), PretrainSettings(steps=job["steps"]), progress=True)))
+    finally:  # the worker goes on to train rows on its share of the cores
+        torch.set_num_threads(threads)
 
 
 def shared_starts(pool: "_Pool", tiny: Path, data: Path, budget: Budget) -> dict:

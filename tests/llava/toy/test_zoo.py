@@ -218,6 +218,28 @@ def test_shared_starts_can_begin_every_row_from_the_pretrained_llm(tmp_path, tin
     assert scratch["llm"] == str(tiny / "qwen2-tiny") and scratch["identity"]["llm"] != starts["identity"]["llm"]
 
 
+def test_llm_pretraining_uses_every_core_then_hands_the_worker_back_its_share(tmp_path, monkeypatch):
+    import torch
+
+    from llava.toy import tiny_pretrain
+
+    seen = []
+
+    def fake_pretraining(tiny, settings, progress=False):
+        seen.append((torch.get_num_threads(), settings.steps))
+        return Path(tiny) / "qwen2-tiny-tiles"
+
+    monkeypatch.setattr(tiny_pretrain, "make_pretrained_llm", fake_pretraining)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a worker's share of the cores
+    try:
+        folder = zoo.pretrain_llm({"tiny": str(tmp_path), "steps": 7, "log": str(tmp_path / "pretrain.log")})
+        assert torch.get_num_threads() == 1  # the worker trains its rows on its share again
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [(os.cpu_count(), 7)] and folder == str(tmp_path / "qwen2-tiny-tiles")
+
+
 # ---- workers ----------------------------------------------------------------------------------------
 
 
