@@ -4,8 +4,8 @@
     python -m llava.toy.zoo --out playground/demo --subset all --seeds 0 1 2   # every row (make demo-zoo)
 
 The rows come from the plugins (:class:`llava.plugin.ToyRow`, ``Plugin.toy_rows``) and from the core,
-which declares the uncompressed reference (OneVision's 2x2 pooling and MLP); this driver names no
-method. For every seed:
+which declares OneVision's two rows: the uncompressed reference (its MLP on every patch) and its 2x2
+video pooling; this driver names no method. For every seed:
 
 1. shared starts, made once and cached (:mod:`llava.toy.tiny`): tiny SigLIP and Qwen2 checkpoints, the
    SigLIP whose text tower is LiT-tuned on the tiles (:mod:`llava.toy.tiny_lit`, every row's vision
