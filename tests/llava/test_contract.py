@@ -184,7 +184,12 @@ def test_projector_forward_and_backward(built, name, example):
     lengths = [len(instances[0]["input_ids"]) - 1 + model.num_visual_tokens(FRAMES, "video"),
                len(instances[1]["input_ids"]) - 1 + model.num_visual_tokens(1, "image"),
                len(instances[2]["input_ids"])]
-    assert out.logits.shape[:2] == (3, max(lengths))
+    with torch.no_grad():  # not training: logits at every spliced position
+        spliced = model(**batch).logits
+    assert spliced.shape[:2] == (3, max(lengths))
+    # training: the LM head at the positions whose next token is supervised in some sample only
+    supervised = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).max())  # one sample's, splicing keeps them
+    assert out.logits.shape[0] == 3 and supervised <= out.logits.shape[1] <= max(lengths) - 1
 
     projector = model.get_model().mm_projector
     trainable = {n: p for n, p in projector.named_parameters() if p.requires_grad}

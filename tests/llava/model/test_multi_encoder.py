@@ -113,4 +113,7 @@ def test_two_encoder_items_train_through_the_model(two_encoder_model):
     grads = {name: p.grad for name, p in model.get_model().mm_projector.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     assert grads["maps.coarse.weight"].abs().sum() > 0  # the second encoder's tokens reached the loss
-    assert out.logits.shape[1] == 4 + model.num_visual_tokens(4, "video")  # 4 text + 4 + 2 visual
+    model.eval()
+    with torch.no_grad():  # not training: logits at every spliced position
+        spliced = model(input_ids=ids, images=[pixels, dummy], modalities=["video", "text"]).logits
+    assert spliced.shape[1] == 4 + model.num_visual_tokens(4, "video")  # 4 text + 4 + 2 visual
