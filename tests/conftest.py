@@ -7,22 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.shared_memory import deepspeed_buffers, remove_buffers_made_since
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-SHARED_MEMORY = Path("/dev/shm")
-DEEPSPEED_BUFFERS = "deepspeed_allreduce_buffer_*"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _remove_deepspeed_shared_buffers():
-    """DeepSpeed's CPU all-reduce leaves a 66 MB shared-memory buffer per rank in /dev/shm and never
-    unlinks it: every 2-rank launch of the suite would hold 132 MB of RAM until a reboot. The buffers
-    this session made are removed when it ends."""
-    before = set(SHARED_MEMORY.glob(DEEPSPEED_BUFFERS))
+    """The DeepSpeed buffers this session leaves in /dev/shm are removed when it ends
+    (:mod:`tests.helpers.shared_memory`)."""
+    before = deepspeed_buffers()
     yield
-    for path in set(SHARED_MEMORY.glob(DEEPSPEED_BUFFERS)) - before:
-        path.unlink(missing_ok=True)
+    remove_buffers_made_since(before)
 
 
 @pytest.fixture(scope="session")

@@ -296,8 +296,8 @@ def stage_env(job: dict) -> dict[str, str]:
     env.update(
         LAUNCHER="print", NUM_GPUS="1", DS_CONFIG="", TINY=job["tiny"], LLM=job["llm"], VISION=job["vision"],
         FOLDER=str(data), OUT=job["run_dir"], FRAMES=frames, FRAMES1=frames, FRAMES2=frames, FRAMES3=frames,
-        RUN_NAME=f"zoo-{job['row']}-seed{job['seed']}", REPORT_TO="none", WORKERS="0", WARMUP_RATIO=str(budget.warmup_ratio),
-        EXTRA="", MAX_STEPS="",
+        RUN_NAME=f"zoo-{job['row']}-seed{job['seed']}", REPORT_TO="none", WORKERS="0",
+        WARMUP_RATIO=str(budget.warmup_ratio), EXTRA="", MAX_STEPS="",
     )
     env.update(job["env"])
     return env
