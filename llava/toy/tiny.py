@@ -249,6 +249,29 @@ def tiny_siglip_config(vocab_size: int) -> SiglipConfig:
     return SiglipConfig(text_config=text, vision_config=dict(SIGLIP_VISION_DIMS))
 
 
+class _LibraryDefaultTokenIds(logging.Filter):
+    """Drops transformers' token-id warning about ``SiglipTextConfig()``'s own defaults (bos 49406 and
+    eos 49407 against its default vocabulary of 32,000): ``save_pretrained`` builds that default config to
+    write the saved one as a difference from it, and the warning names no value of ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Model config: ") and "(between 0 and 31999), got 4940" in message)
+
+
+def save_siglip(model: SiglipModel, out: Path) -> None:
+    """``model.save_pretrained(out)`` with weight files readable by all; the library's warning about its
+    own default text config (:class:`_LibraryDefaultTokenIds`) is not shown."""
+    library = logging.getLogger("transformers.configuration_utils")  # the logger that warns
+    quiet = _LibraryDefaultTokenIds()
+    library.addFilter(quiet)
+    try:
+        model.save_pretrained(out)
+    finally:
+        library.removeFilter(quiet)
+    readable_weight_files(out)
+
+
 def make_tiny_siglip(out_dir: str | Path, seed: int = 0) -> Path:
     """Writes a complete tiny SigLIP folder (model, image processor, tokenizer) into ``out_dir``."""
     out = Path(out_dir)
@@ -260,8 +283,7 @@ def make_tiny_siglip(out_dir: str | Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SiglipModel(tiny_siglip_config(vocab_size))
-    model.save_pretrained(out)
-    readable_weight_files(out)
+    save_siglip(model, out)
     image_size = SIGLIP_VISION_DIMS["image_size"]
     SigLipImageProcessor(size=image_size).save_pretrained(out)
     logger.info("tiny SigLIP: text vocab %d, %d px images, seed %d", vocab_size, image_size, seed)

@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from transformers import SiglipConfig, SiglipModel
 
 from llava.model.multimodal_encoder.siglip_encoder import dense_patch_embeddings
-from llava.model.weights import read_json, readable_weight_files
+from llava.model.weights import read_json
 from llava.toy.synthetic import COLORS, Scene, SceneObject, color_question, render_frame, sample_colors
-from llava.toy.tiny import SIGLIP_DIRNAME
+from llava.toy.tiny import SIGLIP_DIRNAME, save_siglip
 
 logger = logging.getLogger(__name__)
 
@@ -211,8 +211,7 @@ def make_lit_siglip(tiny: str | Path, settings: LitSettings = LitSettings(), for
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(source, staging, ignore=shutil.ignore_patterns("config.json", "*.safetensors"))
-    model.save_pretrained(staging)
-    readable_weight_files(staging)
+    save_siglip(model, staging)
     (staging / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
     if out.exists():
         shutil.rmtree(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,36 @@ def test_siglip_reloads_with_the_same_logits(tiny_dir):
     assert out.vision_model_output.last_hidden_state.shape == (2, 49, 32)
     assert reloaded.vision_model.head is not None
     assert out.image_embeds.shape == out.text_embeds.shape == (2, 32)
+
+
+def _token_id_warnings(caplog, work) -> list[str]:
+    """The token-id warnings transformers logs while ``work()`` runs (its once-only cache cleared first,
+    so an earlier test that already saw one does not hide it here)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()
+    library = hf_logging.get_logger("transformers")
+    library.addHandler(caplog.handler)  # transformers' root logger does not propagate to pytest's
+    try:
+        with caplog.at_level(logging.WARNING, logger="transformers"):
+            work()
+    finally:
+        library.removeHandler(caplog.handler)
+    return [r.getMessage() for r in caplog.records if "must be `None` or an integer within the vocabulary" in r.getMessage()]
+
+
+def test_saving_the_tiny_siglip_shows_no_warning_about_the_library_defaults(tmp_path, caplog):
+    model = SiglipModel(tiny.tiny_siglip_config(300))
+    # the plain save warns: transformers builds SiglipTextConfig() (bos 49406, vocabulary 32,000) to diff against
+    assert _token_id_warnings(caplog, lambda: model.save_pretrained(tmp_path / "plain"))
+    caplog.clear()
+    assert _token_id_warnings(caplog, lambda: tiny.save_siglip(model, tmp_path / "ours")) == []
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["text_config"]["bos_token_id"] is None
+    # a wrong id of our own still warns
+    caplog.clear()
+    model.config.text_config.eos_token_id = 500
+    warned = _token_id_warnings(caplog, lambda: tiny.save_siglip(model, tmp_path / "bad"))
+    assert any("got 500" in message for message in warned)
 
 
 def test_siglip_config_has_the_tiny_dims(tiny_dir):
