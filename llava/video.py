@@ -4,6 +4,8 @@
   read the file) and samples them either at a target fps (LLaVA-Video's rule, with an optional cap)
   or as a fixed number of segment midpoints (``sample_frame_indices``, VideoLLaMA2's rule). It
   returns a :class:`DecodedVideo` (frames ``(T, H, W, 3)`` uint8, their indices and times).
+* ``DecodedVideoCache`` keeps recently decoded clips up to a size, for a training run that reads the
+  same videos every epoch (``--video_cache_mb``).
 * ``process_video_with_decord`` / ``process_video_with_pyav`` wrap it with LLaVA-NeXT's
   ``(video, video_time, frame_time, num_frames)`` return contract (``llava.utils`` re-exports them
   under the upstream import path).
@@ -20,6 +22,7 @@ import errno
 import functools
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -32,6 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "VIDEO_BACKENDS",
     "DecodedVideo",
+    "DecodedVideoCache",
     "VideoDecodeError",
     "load_video_frames",
     "process_video_with_decord",
@@ -275,6 +279,53 @@ def load_video_frames(
             raise _decode_error(path, f"{first.reason}; PyAV fallback: {second.reason}") from second
         logger.warning("%s: decord failed (%s); decoded with PyAV instead", path, first.reason)
         return video
+
+
+class DecodedVideoCache:
+    """:func:`load_video_frames` that keeps the most recently used clips, up to ``max_bytes`` of frames.
+
+    A training run reads every video once per epoch (and once per question asked about it); with the
+    cache a video is decoded once while its frames fit. A clip is keyed by its path, the file's size and
+    modification time, and the sampling options, so an edited file is decoded again. Cached frames are
+    read-only: every caller gets the same array. ``max_bytes=0`` keeps nothing (every call decodes).
+    A process has its own cache (each data-loader worker too)."""
+
+    def __init__(self, max_bytes: int):
+        if max_bytes < 0:
+            raise ValueError(f"DecodedVideoCache: max_bytes={max_bytes} must be >= 0")
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._clips: OrderedDict[tuple, DecodedVideo] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._clips)
+
+    def load(self, path: str | os.PathLike, **options: Any) -> DecodedVideo:
+        """``load_video_frames(path, **options)``, from the cache when the same file and options were
+        decoded before and are still held."""
+        if not self.max_bytes:
+            return load_video_frames(path, **options)
+        path = os.fspath(path)
+        stat = os.stat(path)  # FileNotFoundError, as load_video_frames raises it
+        key = (path, stat.st_size, stat.st_mtime_ns, tuple(sorted(options.items())))
+        clip = self._clips.get(key)
+        if clip is not None:
+            self._clips.move_to_end(key)
+            self.hits += 1
+            return clip
+        self.misses += 1
+        clip = load_video_frames(path, **options)
+        size = clip.frames.nbytes
+        if size <= self.max_bytes:
+            clip.frames.setflags(write=False)
+            self._clips[key] = clip
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, evicted = self._clips.popitem(last=False)
+                self.bytes -= evicted.frames.nbytes
+        return clip
 
 
 def _data_arg(data_args: Any, name: str, default: Any) -> Any:

@@ -101,6 +101,9 @@ class Budget:
     warmup_ratio: float = 0.0
     max_steps: int = 0  # 0: the epochs decide (every stage)
     data_seed: int = 0
+    # MiB of decoded frames a run keeps: each training clip (8 x 56 x 56 x 3 bytes; 60 MB for 800) decodes
+    # once per run instead of once per question and epoch, a fifth of the reference's stage-3 time
+    video_cache_mb: int = 128
     lit_steps: int = 800  # the tiny SigLIP's text tower, tuned on the tiles (llava.toy.tiny_lit)
     # >0: every row starts from the tiny Qwen2 pre-trained this many steps on scenes of two-part tiles
     # (llava.toy.tiny_pretrain); 0: from the random tiny Qwen2, with which the reference stays at chance
@@ -310,7 +313,7 @@ def budget_flags(budget: Budget, stage: int, stages: int, data: Path, seed: int)
     flags = ["--num_frames", str(budget.num_frames), "--seed", str(seed), "--data_seed", str(seed),
              "--gradient_accumulation_steps", "1", "--gradient_checkpointing", "False", "--save_strategy", "no",
              "--disable_tqdm", "True", "--logging_steps", "5", "--report_to", "none", "--dataloader_num_workers", "0",
-             "--warmup_ratio", str(budget.warmup_ratio)]
+             "--warmup_ratio", str(budget.warmup_ratio), "--video_cache_mb", str(budget.video_cache_mb)]
     if stage == stages:
         flags += ["--data_path", str(data / "stage3_mcqa.json"), "--num_train_epochs", str(budget.epochs),
                   "--per_device_train_batch_size", str(budget.batch), "--learning_rate", str(budget.lr),

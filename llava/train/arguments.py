@@ -116,6 +116,9 @@ class DataArguments:
     force_sample: bool | None = field(default=False)
     num_frames: int | None = field(
         default=None, metadata={"help": "frames per video, uniform segment midpoints (overrides video_fps)"})
+    video_cache_mb: int = field(default=0, metadata={
+        "help": "keep up to this many MiB of decoded video frames per data process, so a video read every "
+                "epoch is decoded once (0: decode at every read, LLaVA's behaviour)"})
     strict_data: bool = field(default=False, metadata={"help": "bad samples are errors instead of counted skips"})
     allow_outside_data_root: bool = field(default=False, metadata={
         "help": "read media paths that are absolute or leave their folder/data_root via '..' (refused by default)"})

@@ -63,7 +63,8 @@ from llava.mm_utils import (
     process_video_frames,
 )
 from llava.plugin import SampleField
-from llava.utils import VideoDecodeError, inside_root, load_video_frames
+from llava.utils import VideoDecodeError, inside_root
+from llava.video import DecodedVideoCache
 
 from .preprocess import preprocess_conversation, turn_role, turn_text
 
@@ -467,6 +468,7 @@ class LazySupervisedDataset(Dataset):
         if self.load_report.skipped:
             logger.warning("%s", self.load_report.summary())
         self._bad: dict[int, tuple[str, str, str]] = {}  # positions found unreadable, and why
+        self._videos = DecodedVideoCache(int(getattr(data_args, "video_cache_mb", 0) or 0) * 2**20)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -612,9 +614,9 @@ class LazySupervisedDataset(Dataset):
         num_frames = frames_to_decode(args.image_processor, getattr(args, "num_frames", None))
         try:
             if num_frames:
-                video = load_video_frames(path, num_frames=num_frames, repeat_frames=False)
+                video = self._videos.load(path, num_frames=num_frames, repeat_frames=False)
             else:
-                video = load_video_frames(path, fps=args.video_fps or None, frames_upbound=args.frames_upbound or 0,
+                video = self._videos.load(path, fps=args.video_fps or None, frames_upbound=args.frames_upbound or 0,
                                           force_sample=bool(args.force_sample))
         except VideoDecodeError as err:
             raise DataError("undecodable_video", path, err.reason) from None

@@ -208,3 +208,74 @@ def test_auto_backend_falls_back_to_pyav_when_decord_fails(tmp_path, monkeypatch
     monkeypatch.setattr(decoding, "_decode_with_pyav", lambda video_path, select: broken(video_path, select))
     with pytest.raises(VideoDecodeError, match="decord refused it; PyAV fallback: decord refused it"):
         load_video_frames(path, num_frames=4)
+
+
+# --------------------------------------------------------------------------- the decoded-clip cache
+
+
+def _counting_decoder(monkeypatch) -> list[str]:
+    """Every decode ``load_video_frames`` does from now on appends the path to the returned list."""
+    calls = []
+    real = decoding._DECODERS["pyav"]
+
+    def counted(video_path, select):
+        calls.append(video_path)
+        return real(video_path, select)
+
+    monkeypatch.setitem(decoding._DECODERS, "pyav", counted)
+    return calls
+
+
+def test_cache_decodes_a_clip_once_and_returns_the_same_frames(tmp_path, monkeypatch):
+    path = write_test_video(tmp_path / "clip.mp4", num_frames=12)
+    direct = load_video_frames(path, num_frames=4, backend="pyav")
+    calls = _counting_decoder(monkeypatch)
+    cache = decoding.DecodedVideoCache(2**20)
+    first = cache.load(path, num_frames=4, backend="pyav")
+    second = cache.load(path, num_frames=4, backend="pyav")
+    assert len(calls) == 1 and (cache.hits, cache.misses) == (1, 1)
+    assert second is first and not first.frames.flags.writeable
+    assert first.frame_indices == direct.frame_indices and (first.frames == direct.frames).all()
+    with pytest.raises(ValueError, match="read-only"):
+        first.frames[0, 0, 0, 0] = 0
+    # other sampling options are another clip
+    other = cache.load(path, num_frames=6, backend="pyav")
+    assert len(calls) == 2 and len(other.frame_indices) == 6 and len(cache) == 2
+    assert cache.bytes == first.frames.nbytes + other.frames.nbytes
+
+
+def test_cache_evicts_the_least_recently_used_clip_beyond_its_size(tmp_path, monkeypatch):
+    paths = [write_test_video(tmp_path / f"clip{i}.mp4", num_frames=8) for i in range(3)]
+    one = load_video_frames(paths[0], num_frames=4, backend="pyav").frames.nbytes
+    calls = _counting_decoder(monkeypatch)
+    cache = decoding.DecodedVideoCache(2 * one)
+    cache.load(paths[0], num_frames=4, backend="pyav")
+    cache.load(paths[1], num_frames=4, backend="pyav")
+    cache.load(paths[0], num_frames=4, backend="pyav")  # clip 0 is now the most recent
+    cache.load(paths[2], num_frames=4, backend="pyav")  # evicts clip 1
+    assert len(cache) == 2 and cache.bytes == 2 * one
+    cache.load(paths[0], num_frames=4, backend="pyav")
+    cache.load(paths[1], num_frames=4, backend="pyav")
+    assert [Path(p).name for p in calls] == ["clip0.mp4", "clip1.mp4", "clip2.mp4", "clip1.mp4"]
+    # a clip larger than the whole cache is decoded and returned, never kept
+    small = decoding.DecodedVideoCache(one - 1)
+    clip = small.load(paths[0], num_frames=4, backend="pyav")
+    assert len(small) == 0 and small.bytes == 0 and clip.frames.flags.writeable
+
+
+def test_cache_decodes_an_edited_file_again_and_off_keeps_nothing(tmp_path, monkeypatch):
+    path = write_test_video(tmp_path / "clip.mp4", num_frames=12)
+    calls = _counting_decoder(monkeypatch)
+    cache = decoding.DecodedVideoCache(2**20)
+    before = cache.load(path, num_frames=4, backend="pyav")
+    write_test_video(path, num_frames=24)
+    after = cache.load(path, num_frames=4, backend="pyav")
+    assert len(calls) == 2 and (before.total_frames, after.total_frames) == (12, 24)
+    off = decoding.DecodedVideoCache(0)
+    off.load(path, num_frames=4, backend="pyav")
+    off.load(path, num_frames=4, backend="pyav")
+    assert len(calls) == 4 and len(off) == 0 and off.hits == 0
+    with pytest.raises(FileNotFoundError):
+        cache.load(tmp_path / "missing.mp4", num_frames=4)
+    with pytest.raises(ValueError, match="max_bytes=-1"):
+        decoding.DecodedVideoCache(-1)

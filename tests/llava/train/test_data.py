@@ -153,6 +153,29 @@ def test_video_sample_tensors_and_labels(tmp_path, tokenizer, processor, media):
     assert sample["instructions"] == ["What moves?"] and sample["data_events"] == []
 
 
+def test_video_cache_decodes_each_video_once_and_changes_no_tensor(tmp_path, tokenizer, processor, media,
+                                                                   monkeypatch):
+    import llava.video as decoding
+
+    records = [video_record("good.mp4", answer=f"a{i}") for i in range(3)]
+    plain = dataset(tmp_path, tokenizer, processor, media, records)
+    expected = [plain[i]["image"][0][0] for i in range(3)]
+    decodes = []
+    real = dict(decoding._DECODERS)
+    for name, decoder in real.items():
+        monkeypatch.setitem(decoding._DECODERS, name,
+                            lambda path, select, decoder=decoder: decodes.append(path) or decoder(path, select))
+    cached = dataset(tmp_path, tokenizer, processor, media, records, video_cache_mb=1)
+    for epoch in range(2):
+        for i in range(3):
+            assert torch.equal(cached[i]["image"][0][0], expected[i])
+    assert len(decodes) == 1 and (cached._videos.hits, cached._videos.misses) == (5, 1)
+    again = dataset(tmp_path, tokenizer, processor, media, records)  # off, as LLaVA: every read decodes
+    for i in range(3):
+        again[i]
+    assert len(decodes) == 4
+
+
 def test_guided_expansion_one_sample_per_answer(tmp_path, tokenizer, processor, media):
     record = video_record("good.mp4")
     record["conversations"] += [{"from": "human", "value": "And then?"}, {"from": "gpt", "value": "It stops."}]
