@@ -468,7 +468,10 @@ class LazySupervisedDataset(Dataset):
         if self.load_report.skipped:
             logger.warning("%s", self.load_report.summary())
         self._bad: dict[int, tuple[str, str, str]] = {}  # positions found unreadable, and why
-        self._videos = DecodedVideoCache(int(getattr(data_args, "video_cache_mb", 0) or 0) * 2**20)
+        cache_mb = int(getattr(data_args, "video_cache_mb", 0) or 0)
+        if cache_mb < 0:
+            raise ValueError(f"--video_cache_mb {cache_mb}: must be >= 0 (0 keeps no decoded clip)")
+        self._videos = DecodedVideoCache(cache_mb * 2**20)
 
     def __len__(self) -> int:
         return len(self.specs)

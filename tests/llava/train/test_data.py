@@ -174,6 +174,8 @@ def test_video_cache_decodes_each_video_once_and_changes_no_tensor(tmp_path, tok
     for i in range(3):
         again[i]
     assert len(decodes) == 4
+    with pytest.raises(ValueError, match="--video_cache_mb -1: must be >= 0"):
+        dataset(tmp_path, tokenizer, processor, media, records, video_cache_mb=-1)
 
 
 def test_guided_expansion_one_sample_per_answer(tmp_path, tokenizer, processor, media):
