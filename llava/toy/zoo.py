@@ -720,6 +720,8 @@ class _Pool:
             done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             while not self.queue.empty():
                 key, unit, fraction = self.queue.get()
+                if key not in units:  # an earlier phase's last report, arriving after its job was counted
+                    continue
                 if unit < 0:  # cached: all done
                     progress.update({(key, u): 1.0 for u in range(len(units[key]))})
                     active.pop(key, None)

@@ -264,6 +264,18 @@ def test_training_reports_progress_through_the_callback(tmp_path, tiny_dir):
     assert reports == [("onevision/seed0", 0, 0.5), ("onevision/seed0", 0, 1.0)]
 
 
+def test_a_report_left_over_from_an_earlier_phase_is_ignored():
+    """A worker's last report of a phase can reach the queue after its job's result: the next phase's run
+    must not take it for one of its own jobs."""
+    pool = zoo._Pool(1)
+    try:
+        pool.queue.put(("harness/seed0/shard1", 0, 1.0))
+        results, failures = pool.run(len, [{"key": "picture/a"}], {"picture/a": ["drawing"]})
+    finally:
+        pool.close()
+    assert (results, failures) == ([1], []) and pool.bar.n == pool.bar.total == 1
+
+
 _ORPHAN_SCRIPT = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
